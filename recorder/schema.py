@@ -1,0 +1,67 @@
+"""The run store's schema: array names, dtypes and dimension names (no torch).
+
+    >>> LAYER_ARRAYS["sum_true"]
+    ArraySpec(dtype='float32', dims=('step', 'class', 'unit'))
+
+Shared by the writer (`recorder.store`), the recorder and the readers, so that
+every array of a run is declared in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+SCHEMA = "tuneline.run/1"
+
+
+class ArraySpec(NamedTuple):
+    dtype: str
+    dims: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A visual concept of a probe: `Concept("sky", "scene")`."""
+
+    name: str
+    category: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "category": self.category}
+
+
+# Root arrays, one value per checkpoint row.
+ROOT_ARRAYS: dict[str, ArraySpec] = {
+    "step": ArraySpec("int64", ("step",)),
+    "epoch": ArraySpec("float64", ("step",)),
+    "wall_time": ArraySpec("float64", ("step",)),
+}
+METRIC_SPEC = ArraySpec("float64", ("step",))  # metrics/<name>
+
+# Per-layer arrays under layers/<layer>/ (T checkpoints, C classes, K units,
+# P concepts, k top images, h x w activation map).
+LAYER_ARRAYS: dict[str, ArraySpec] = {
+    "sum_true": ArraySpec("float32", ("step", "class", "unit")),
+    "count_true": ArraySpec("int64", ("step", "class")),
+    "sum_pred": ArraySpec("float32", ("step", "class", "unit")),
+    "count_pred": ArraySpec("int64", ("step", "class")),
+    "max_true": ArraySpec("float32", ("step", "class", "unit")),
+    "train_sum": ArraySpec("float32", ("step", "class", "unit")),
+    "train_count": ArraySpec("int64", ("step", "class")),
+    "precision": ArraySpec("float32", ("step", "unit")),
+    "threshold": ArraySpec("float32", ("step", "unit")),
+    "iou": ArraySpec("float16", ("step", "unit", "concept")),
+    "topk_index": ArraySpec("int32", ("step", "unit", "rank")),
+    "topk_value": ArraySpec("float32", ("step", "unit", "rank")),
+    "topk_map": ArraySpec("float16", ("step", "unit", "rank", "y", "x")),
+}
+
+# Written once per run.
+PROBE_ARRAYS: dict[str, ArraySpec] = {
+    "thumbs": ArraySpec("uint8", ("image", "thumb_y", "thumb_x", "rgb")),
+    "labels": ArraySpec("int32", ("image",)),
+}
+
+GROUPINGS = ("true", "pred", "train", "train_window")
+SELECTIVITY_METRICS = ("si", "entropy", "precision")
