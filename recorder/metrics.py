@@ -1,0 +1,202 @@
+"""Class means, selectivity and dominant class of units (numpy only, no torch).
+
+    >>> import numpy as np
+    >>> from recorder import metrics
+    >>> sums = np.array([[4.0, 1.0], [0.0, 1.0], [0.0, 1.0]])   # [C=3, K=2]
+    >>> counts = np.array([2, 2, 2])                             # [C]
+    >>> mu = metrics.class_means(sums, counts)                   # [C, K]
+    >>> metrics.dominant(mu), metrics.selectivity(mu, "si").round(3)
+    (array([0, 0]), array([1., 0.]))
+
+Every function takes class means `mu` of shape `[..., C, K]` (class axis -2, unit
+axis -1) and is vectorized over the leading axes, so a whole timeline `[T, C, K]`
+is computed at once. Classes without images are NaN in `mu` and are left out of
+every statistic; a unit with fewer than two such valid classes has no contrast,
+so its selectivity is NaN. A dead unit (`max_c mu <= 1e-7`) has selectivity 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recorder.schema import SELECTIVITY_METRICS
+
+__all__ = [
+    "DEAD_EPS",
+    "class_means",
+    "dominant",
+    "entropy",
+    "is_dead",
+    "precision",
+    "selectivity",
+    "si",
+]
+
+DEAD_EPS = 1e-7  # a unit whose largest class mean is <= this is dead
+
+
+def _as_mu(mu) -> np.ndarray:
+    mu = np.asarray(mu, dtype=np.float64)
+    if mu.ndim < 2:
+        raise ValueError(f"mu must have shape [..., C, K], got shape {mu.shape}")
+    return mu
+
+
+def _valid_max(mu: np.ndarray) -> np.ndarray:
+    """Max over the class axis ignoring NaN; -inf where every class is NaN."""
+    return np.where(np.isnan(mu), -np.inf, mu).max(axis=-2, initial=-np.inf)
+
+
+def class_means(sums, counts) -> np.ndarray:
+    """Per-class mean response: `mu[..., c, k] = sums[..., c, k] / counts[..., c]`.
+
+    Classes with `counts == 0` are NaN, never 0. Returns float64 `[..., C, K]`.
+    """
+    sums = np.asarray(sums, dtype=np.float64)
+    counts = np.asarray(counts)
+    if sums.ndim < 2 or counts.shape != sums.shape[:-1]:
+        raise ValueError(
+            f"sums must be [..., C, K] and counts [..., C]; got sums {sums.shape} "
+            f"and counts {counts.shape}"
+        )
+    counts = counts.astype(np.float64)[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu = sums / counts
+    return np.where(counts > 0, mu, np.nan)
+
+
+def is_dead(mu) -> np.ndarray:
+    """Dead units: `nanmax_c mu[..., c, k] <= 1e-7` (True when every class is NaN).
+
+    Returns bool `[..., K]`.
+    """
+    return _valid_max(_as_mu(mu)) <= DEAD_EPS
+
+
+def _positive_parts(mu: np.ndarray):
+    """`mu_plus` with NaN classes as 0, the valid mask and the valid-class count."""
+    valid = ~np.isnan(mu)
+    mu_plus = np.where(valid, np.maximum(mu, 0.0), 0.0)
+    return mu_plus, valid.sum(axis=-2)
+
+
+def si(mu) -> np.ndarray:
+    """Class selectivity index (Morcos et al. 2018) on `mu_plus = max(mu, 0)`.
+
+    `si = (mu_max - mu_rest) / (mu_max + mu_rest + 1e-7)` with `mu_rest` the mean of
+    the other valid classes' means (one occurrence of the max left out). Dead units
+    are 0; units with fewer than 2 valid classes are NaN. Returns float64 `[..., K]`
+    in [0, 1].
+    """
+    mu = _as_mu(mu)
+    mu_plus, n_valid = _positive_parts(mu)
+    mu_max = mu_plus.max(axis=-2, initial=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu_rest = (mu_plus.sum(axis=-2) - mu_max) / (n_valid - 1)
+        mu_rest = np.maximum(mu_rest, 0.0)  # rounding in the subtraction
+        out = (mu_max - mu_rest) / (mu_max + mu_rest + DEAD_EPS)
+    out = np.where(mu_max <= DEAD_EPS, 0.0, np.clip(out, 0.0, 1.0))
+    return np.where(n_valid < 2, np.nan, out)
+
+
+def entropy(mu) -> np.ndarray:
+    """Entropy selectivity: `1 - H(p) / log(C)` with `p = mu_plus / sum_c mu_plus`.
+
+    `mu_plus = max(mu, 0)`, C = the number of valid (non-NaN) classes, and
+    `0 * log 0 = 0`. Dead units are 0; units with fewer than 2 valid classes are
+    NaN. Returns float64 `[..., K]` in [0, 1].
+    """
+    mu = _as_mu(mu)
+    mu_plus, n_valid = _positive_parts(mu)
+    total = mu_plus.sum(axis=-2, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = mu_plus / total
+        plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+        out = 1.0 + plogp.sum(axis=-2) / np.log(n_valid)
+    dead = mu_plus.max(axis=-2, initial=0.0) <= DEAD_EPS
+    out = np.where(dead, 0.0, np.clip(out, 0.0, 1.0))
+    return np.where(n_valid < 2, np.nan, out)
+
+
+def dominant(mu) -> np.ndarray:
+    """Dominant class of each unit: `argmax_c mu[..., c, k]` ignoring NaN classes.
+
+    Returns int64 `[..., K]`, -1 where every class is NaN.
+    """
+    mu = _as_mu(mu)
+    if mu.shape[-2] == 0:
+        return np.full(mu.shape[:-2] + mu.shape[-1:], -1, dtype=np.int64)
+    arg = np.where(np.isnan(mu), -np.inf, mu).argmax(axis=-2).astype(np.int64)
+    return np.where(np.isnan(mu).all(axis=-2), -1, arg)
+
+
+def precision(responses, labels, dominant, n=None, dead=None) -> np.ndarray:
+    """Top-n precision (Zhou et al. 2015): share of a unit's top-n images of its class.
+
+    `precision[k] = |{i in top_n(responses[:, k]) : labels[i] == dominant[k]}| / n_k`
+    where top_n ranks the labeled images (label >= 0; unlabeled ones are left out)
+    by response, descending, ties broken by the lower image index (stable sort).
+    `n_k` = `n` when given, else the number of labeled images of class
+    `dominant[k]`; it is capped at the number of labeled images. Units with
+    `dominant < 0` or `n_k == 0` are NaN; units marked in `dead` are 0.
+    `responses` is `[N, K]`, `labels` `[N]`, `dominant` and `dead` `[K]`.
+    Returns float64 `[K]`.
+    """
+    responses = np.asarray(responses, dtype=np.float64)
+    labels = np.asarray(labels)
+    dominant = np.asarray(dominant)
+    if responses.ndim != 2:
+        raise ValueError(f"responses must be [N, K], got shape {responses.shape}")
+    n_img, n_units = responses.shape
+    if labels.shape != (n_img,):
+        raise ValueError(f"labels must be [N] = [{n_img}], got shape {labels.shape}")
+    if dominant.shape != (n_units,):
+        raise ValueError(f"dominant must be [K] = [{n_units}], got shape {dominant.shape}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ValueError(f"n must be a positive int or None, got {n!r}")
+    if dead is not None:
+        dead = np.asarray(dead, dtype=bool)
+        if dead.shape != (n_units,):
+            raise ValueError(f"dead must be [K] = [{n_units}], got shape {dead.shape}")
+
+    labeled = labels >= 0
+    responses, labels = responses[labeled], labels[labeled]
+    n_lab = len(labels)
+    if n is None:
+        class_count = np.bincount(labels, minlength=int(dominant.max(initial=0)) + 1)
+        n_k = np.where(dominant >= 0, class_count[np.maximum(dominant, 0)], 0)
+    else:
+        n_k = np.full(n_units, int(n))
+    n_k = np.minimum(n_k, n_lab)
+
+    out = np.full(n_units, np.nan)
+    ok = (dominant >= 0) & (n_k > 0)
+    if ok.any():
+        order = np.argsort(-responses[:, ok], axis=0, kind="stable")  # [N', K']
+        hits = np.cumsum(labels[order] == dominant[ok][None, :], axis=0)
+        cols = np.arange(order.shape[1])
+        out[ok] = hits[n_k[ok] - 1, cols] / n_k[ok]
+    if dead is not None:
+        out = np.where(dead & (dominant >= 0), 0.0, out)
+    return out
+
+
+def selectivity(mu, metric: str = "si") -> np.ndarray:
+    """Selectivity of each unit by name: `"si"` (see `si`) or `"entropy"` (see `entropy`).
+
+    `"precision"` needs per-image responses, so it is not computed from `mu`: read
+    the stored `precision` array (or call `precision(responses, labels, dominant)`).
+    Returns float64 `[..., K]`.
+    """
+    if metric == "si":
+        return si(mu)
+    if metric == "entropy":
+        return entropy(mu)
+    if metric == "precision":
+        raise ValueError(
+            "metric 'precision' needs per-image responses and cannot be computed "
+            "from class means: read it from the stored `precision` array, or call "
+            "recorder.metrics.precision(responses, labels, dominant)"
+        )
+    valid = ", ".join(repr(m) for m in SELECTIVITY_METRICS)
+    raise ValueError(f"metric {metric!r} is not one of {valid}")

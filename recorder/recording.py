@@ -1,0 +1,328 @@
+"""The training callback: online per-class sums and probe passes, one store row per checkpoint.
+
+    rec = Recorder(model, layers=["layer3", "layer4"], probe=probe,
+                   store="runs/demo/baseline", every=100)
+    with rec:
+        for step, (x, y) in enumerate(loader):
+            logits = model(x)
+            ...
+            rec.step(step, labels=y, logits=logits)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from recorder.accumulators import ClassSums
+from recorder.distributed import all_ranks_ok, all_reduce, rank_and_world
+from recorder.hooks import LayerHooks, resolve_layers, unit_responses
+from recorder.probe_pass import count_units, default_predict, observation_mode, probe_row_arrays, run_probe_pass
+from recorder.store import RunWriter
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel / DataParallel wrapper."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _as_step(step, what: str) -> int:
+    if isinstance(step, torch.Tensor) and step.numel() == 1:
+        step = step.item()
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"{what} got step={step!r}; steps are integers")
+    return int(step)
+
+
+class Recorder:
+    """Record how every unit of the named layers responds to each class, once per checkpoint.
+
+        rec = Recorder(model, layers=["features.6"], probe=probe, store="runs/s/run", every=50)
+        with rec:
+            for step, (x, y) in enumerate(loader):
+                logits = model(x); loss = F.cross_entropy(logits, y)
+                loss.backward(); opt.step(); opt.zero_grad()
+                rec.step(step, labels=y, logits=logits)   # online sums; probe pass when due
+        rec.record(step)                                  # an explicit probe pass, any time
+
+    `step()` adds the training batch's per-unit responses to per-class sums (online
+    mode) and runs a probe pass at its first call and whenever `step` crosses a
+    multiple of `every`. Each row stores the probe pass and the online window since
+    the previous row. `close()` adds a final row when `step()` saw a later step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[str],
+        probe=None,
+        store: str | os.PathLike | None = None,
+        every: int = 100,
+        quantile: float = 0.005,
+        topk: int = 8,
+        *,
+        classes: Sequence[str] | None = None,
+        batch_size: int = 64,
+        online: bool = True,
+        predict: Callable | None = None,
+        run_name: str | None = None,
+        config: dict | None = None,
+        progress: bool = True,
+    ):
+        self._check_arguments(store, every, quantile, topk, batch_size, probe, classes)
+        self.model = _unwrap(model)
+        self.layers = list(resolve_layers(self.model, layers))
+        self.probe = probe
+        self.store_path = os.fspath(store)
+        self.every, self.quantile, self.topk, self.batch_size = every, quantile, topk, batch_size
+        self.classes = list(probe.classes) if probe is not None else list(classes or [])
+        self.online = online
+        self.predict = predict or default_predict
+        self.progress = progress
+        self._run_info = {"name": run_name or os.path.basename(os.path.normpath(self.store_path)),
+                          "config": config or {}}
+        self.rank, self.world = rank_and_world()
+        self.device = _model_device(self.model)
+        self.units: dict[str, int] | None = None
+        self._writer: RunWriter | None = None
+        self._last_row_step: int | None = None
+        self._last_step_seen: int | None = None
+        self._window: dict[str, ClassSums] | None = None
+        self._train_hits = torch.zeros(2, dtype=torch.int64, device=self.device)  # (correct, seen)
+        self._pending: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
+        self._pending_metrics: dict[str, float] = {}
+        self._epoch = math.nan
+        self._closed = False
+        if probe is not None:
+            self._set_units(count_units(self.model, probe, self.layers, self.device))
+        self._hooks = None
+        if online and self.classes:
+            self._hooks = LayerHooks(self.model, self.layers, self._on_train_output)
+
+    @staticmethod
+    def _check_arguments(store, every, quantile, topk, batch_size, probe, classes) -> None:
+        if store is None:
+            raise ValueError("store is required: the run folder to write, e.g. store='runs/demo/baseline'")
+        for name, value in (("every", every), ("topk", topk), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(quantile, numbers.Real) and 0 < quantile < 1):
+            raise ValueError(f"quantile must be a number in (0, 1), got {quantile!r}")
+        if probe is None and not classes:
+            raise ValueError("nothing to record: give a probe=ProbeSet(...), or classes=[...] for online mode")
+        if probe is not None and classes is not None and list(classes) != list(probe.classes):
+            raise ValueError(f"classes {list(classes)} differ from the probe's classes {probe.classes}")
+
+    # ----------------------------------------------------------------- setup
+
+    def _set_units(self, units: dict[str, int]) -> None:
+        self.units = units
+        if self.classes:
+            self._window = {name: ClassSums(len(self.classes), k, self.device) for name, k in units.items()}
+        self._open_writer()
+
+    def _open_writer(self) -> None:
+        """Rank 0 creates or resumes the run; every rank learns whether that worked."""
+        error = None
+        if self.rank == 0:
+            probe_info = self.probe.info() if self.probe is not None else {
+                "source": None, "n_images": 0, "fingerprint": None}
+            try:
+                self._writer = RunWriter.open(
+                    self.store_path, classes=self.classes,
+                    concepts=list(self.probe.concepts) if self.probe is not None else [],
+                    layers=self.units, probe=probe_info, run=self._run_info, topk=self.topk)
+                if self.probe is not None:
+                    self._writer.write_probe(self.probe.thumbnails(), self.probe.labels.numpy())
+                self._last_row_step = self._writer.last_step
+            except BaseException as exc:
+                error = exc
+        if not all_ranks_ok(error is None, self.device):
+            if error is not None:
+                raise error
+            raise RuntimeError(f"rank 0 could not open the run store at {self.store_path!r}")
+        if self.world > 1:  # every rank needs the resumed run's last step
+            last = torch.tensor([-(2**62) if self._last_row_step is None else self._last_row_step],
+                                device=self.device)
+            torch.distributed.broadcast(last, src=0)
+            self._last_row_step = None if int(last) == -(2**62) else int(last)
+
+    # ---------------------------------------------------------------- online
+
+    def _on_train_output(self, name: str, output) -> None:
+        if torch.is_grad_enabled() and not self._closed:
+            self._pending[name].append(unit_responses(output, name, with_max=False)[0])
+
+    def _take_pending(self) -> dict[str, torch.Tensor | None]:
+        taken = {name: (torch.cat(parts) if parts else None) for name, parts in self._pending.items()}
+        for parts in self._pending.values():
+            parts.clear()
+        return taken
+
+    def _add_window(self, responses: dict, labels, logits) -> None:
+        labels = torch.as_tensor(labels).to(self.device).long().reshape(-1)
+        bad = (labels < 0) | (labels >= len(self.classes))
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0])
+            raise ValueError(
+                f"labels[{first}] = {int(labels[first])} is outside the class range "
+                f"[0, {len(self.classes)}) of classes {self.classes}")
+        for name in self.layers:
+            batch = responses[name]
+            if batch is None:
+                raise ValueError(
+                    f"layer {name!r} was not called in a training forward pass since the last "
+                    "step(); record layers that the model's forward uses")
+            if batch.shape[0] != labels.shape[0]:
+                raise ValueError(
+                    f"layer {name!r} saw {batch.shape[0]} training images since the last step() "
+                    f"but labels has {labels.shape[0]}; call step() once per training batch")
+        if self.units is None:
+            self._set_units({name: int(responses[name].shape[1]) for name in self.layers})
+        for name in self.layers:
+            self._window[name].add(responses[name], labels)
+        if logits is not None:
+            logits = logits.detach()
+            self._train_hits[0] += (logits.argmax(1).to(self.device) == labels).sum()
+            self._train_hits[1] += labels.shape[0]
+
+    def step(self, step: int, labels=None, logits=None, *, epoch: float | None = None,
+             metrics: dict[str, float] | None = None) -> None:
+        """After a training step: add the batch to the online window; probe pass when due."""
+        step = _as_step(step, "step()")
+        if self._last_step_seen is not None and step <= self._last_step_seen:
+            raise ValueError(f"step() got step {step}, not after the previous step {self._last_step_seen}; "
+                             "steps must increase")
+        responses = self._take_pending()
+        if labels is not None and self.online and self.classes:
+            self._add_window(responses, labels, logits)
+        if epoch is not None:
+            self._epoch = float(epoch)
+        if metrics:
+            self._pending_metrics.update(metrics)
+        first = self._last_step_seen is None
+        self._last_step_seen = step
+        last = self._last_row_step
+        if first or last is None or step // self.every > last // self.every:
+            self.record(step)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        """Values (e.g. held-out accuracy) stored as `metrics/<name>` in the next row."""
+        self._pending_metrics.update(metrics)
+
+    # ------------------------------------------------------------------- rows
+
+    def record(self, step: int, *, epoch: float | None = None, metrics: dict[str, float] | None = None) -> None:
+        """Write one row now: a probe pass plus the online window since the last row."""
+        step = _as_step(step, "record()")
+        if self._last_row_step is not None and step <= self._last_row_step:
+            raise ValueError(f"record() got step {step}, not after the last recorded step "
+                             f"{self._last_row_step}; steps must increase")
+        if self.units is None:
+            raise ValueError("nothing to record yet: with no probe, call step() with labels first")
+        if epoch is not None:
+            self._epoch = float(epoch)
+        layers = {name: {} for name in self.layers}
+        row_metrics = dict(self._pending_metrics)
+        if self.probe is not None:
+            self._probe_rows(step, layers, row_metrics)
+        if self._window is not None and self.online:
+            self._window_rows(layers, row_metrics)
+        row_metrics.update(metrics or {})
+        self._write(step, layers, row_metrics)
+        self._last_row_step = step
+        self._pending_metrics.clear()
+
+    def _probe_rows(self, step: int, layers: dict, row_metrics: dict) -> None:
+        with observation_mode(self.model):
+            per_image, preds = run_probe_pass(
+                self.model, self.probe, self.layers, self.units, self.device,
+                batch_size=self.batch_size, predict=self.predict, progress=self.progress,
+                description=f"probe pass @ step {step}")
+        for accumulator in (*per_image.values(), preds):
+            accumulator.all_reduce()
+        if self.rank != 0:
+            return
+        labels = self.probe.labels
+        for name in self.layers:
+            layers[name].update(probe_row_arrays(per_image[name], preds, labels, len(self.classes), self.topk))
+        if self.classes:
+            predicted = preds.labels().cpu()
+            row_metrics["probe_accuracy"] = float((predicted == labels).float().mean())
+
+    def _window_rows(self, layers: dict, row_metrics: dict) -> None:
+        for window in self._window.values():
+            window.all_reduce()
+        all_reduce([self._train_hits])
+        if self.rank == 0:
+            for name, window in self._window.items():
+                layers[name]["train_sum"] = window.sum.cpu().numpy().astype(np.float32)
+                layers[name]["train_count"] = window.count.cpu().numpy().copy()  # reset() below
+            correct, seen = (int(v) for v in self._train_hits)
+            if seen:
+                row_metrics["train_accuracy"] = correct / seen
+        for window in self._window.values():
+            window.reset()
+        self._train_hits.zero_()
+
+    def _write(self, step: int, layers: dict, row_metrics: dict) -> None:
+        error = None
+        if self.rank == 0:
+            try:
+                self._writer.append(step, epoch=self._epoch, wall_time=time.time(),
+                                    metrics=row_metrics, layers=layers)
+            except BaseException as exc:
+                error = exc
+        if not all_ranks_ok(error is None, self.device):
+            if error is not None:
+                raise error
+            raise RuntimeError(f"rank 0 failed to write the row at step {step} to {self.store_path!r}")
+
+    # ------------------------------------------------------------- lifetime
+
+    @property
+    def last_recorded_step(self) -> int | None:
+        return self._last_row_step
+
+    def close(self) -> None:
+        """Write a final row if step() saw a later step than the last row; remove the hooks."""
+        if self._closed:
+            return
+        try:
+            seen, last = self._last_step_seen, self._last_row_step
+            if seen is not None and (last is None or seen > last):
+                self.record(seen)
+        finally:
+            self._remove_hooks()
+
+    def _remove_hooks(self) -> None:
+        self._closed = True
+        if self._hooks is not None:
+            self._hooks.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._remove_hooks()
+
+    def __repr__(self) -> str:
+        return (f"Recorder(layers={self.layers}, store={self.store_path!r}, every={self.every}, "
+                f"last_recorded_step={self._last_row_step})")

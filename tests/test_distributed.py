@@ -1,0 +1,53 @@
+"""Real two-process DDP (gloo on CPU) against a single-process run of the same work."""
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from helpers import TinyNet, batches, tiny_probe
+from torch.nn.parallel import DistributedDataParallel
+
+from recorder import Recorder, RunStore
+
+LAYERS = ["conv1", "block.conv", "fc"]
+
+
+def train_and_record(model, store, rank=0, world=1):
+    rec = Recorder(model, LAYERS, probe=tiny_probe(n=23), store=store, every=2, progress=False, batch_size=4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for step, (x, y) in enumerate(batches(4, batch=8)):
+        x, y = x[rank::world], y[rank::world]
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
+        opt.step()
+        opt.zero_grad()
+        rec.step(step, labels=y, logits=logits)
+    rec.close()
+
+
+def _worker(rank, world, init_file, store):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = DistributedDataParallel(TinyNet(batchnorm=False, dropout=0.0))
+        train_and_record(model, store, rank, world)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_write_what_one_process_writes(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp")), nprocs=2, join=True)
+    torch.manual_seed(0)
+    train_and_record(TinyNet(batchnorm=False, dropout=0.0), tmp_path / "single")
+    ddp, single = RunStore.open(tmp_path / "ddp"), RunStore.open(tmp_path / "single")
+    assert ddp.steps.tolist() == single.steps.tolist() == [0, 2, 3]
+    for name in LAYERS:
+        a, b = ddp.layer(name), single.layer(name)
+        for array in ["sum_true", "sum_pred", "max_true", "train_sum", "topk_value"]:
+            np.testing.assert_allclose(getattr(a, array), getattr(b, array), rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{name}/{array}")
+        for array in ["count_true", "count_pred", "train_count"]:
+            np.testing.assert_array_equal(getattr(a, array), getattr(b, array), err_msg=f"{name}/{array}")
+    np.testing.assert_allclose(ddp.metrics["probe_accuracy"], single.metrics["probe_accuracy"])
+    np.testing.assert_allclose(ddp.metrics["train_accuracy"], single.metrics["train_accuracy"])

@@ -1,0 +1,85 @@
+import pytest
+import torch
+from torch import nn
+
+from recorder.hooks import LayerHooks, UnknownLayerError, resolve_layers, unit_responses
+
+
+def small_net():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        nn.Sequential(nn.Conv2d(4, 5, 3, padding=1), nn.ReLU()),
+        nn.Flatten(), nn.Linear(5 * 8 * 8, 3),
+    )
+
+
+def test_resolve_dotted_names_in_order():
+    net = small_net()
+    found = resolve_layers(net, ["2.0", "4"])
+    assert list(found) == ["2.0", "4"]
+    assert found["2.0"] is net[2][0]
+
+
+def test_unknown_name_lists_close_matches_first_then_valid_names():
+    with pytest.raises(UnknownLayerError, match=r"unknown layer '2\.9' \(did you mean '2\.1', '2\.0'") as info:
+        resolve_layers(small_net(), ["2.0", "2.9"])
+    assert "Valid layer names: '0', '1', '2', '2.0'" in str(info.value)
+    assert isinstance(info.value, LookupError) and isinstance(info.value, ValueError)
+
+
+def test_all_names_checked_before_any_hook_is_registered():
+    net = small_net()
+    with pytest.raises(UnknownLayerError):
+        LayerHooks(net, ["0", "nope"], lambda *a: None)
+    assert not net[0]._forward_hooks
+
+
+@pytest.mark.parametrize("names, message", [([], "layers is empty"), (["0", "0"], "more than once")])
+def test_bad_name_lists(names, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_layers(small_net(), names)
+
+
+def test_hooks_see_outputs_and_are_removed_on_close_and_on_exception():
+    net = small_net()
+    seen = []
+    with LayerHooks(net, ["0", "4"], lambda name, out: seen.append((name, tuple(out.shape)))):
+        net(torch.randn(2, 3, 8, 8))
+    assert seen == [("0", (2, 4, 8, 8)), ("4", (2, 3))]
+    assert not net[0]._forward_hooks and not net[4]._forward_hooks
+    with pytest.raises(RuntimeError):
+        with LayerHooks(net, ["0"], lambda *a: None):
+            raise RuntimeError("boom")
+    assert not net[0]._forward_hooks
+    hooks = LayerHooks(net, ["0"], lambda *a: None)
+    hooks.close()
+    hooks.close()
+    assert not net[0]._forward_hooks and not hooks.active
+
+
+def test_unit_responses_match_brute_force_per_image_per_unit():
+    conv = torch.randn(3, 4, 5, 6)
+    mean, mx = unit_responses(conv, "c")
+    for b in range(3):
+        for k in range(4):
+            values = [float(conv[b, k, y, x]) for y in range(5) for x in range(6)]
+            assert mean[b, k].item() == pytest.approx(sum(values) / len(values), rel=1e-5, abs=1e-6)
+            assert mx[b, k].item() == max(values)
+    linear = torch.randn(3, 7)
+    mean, mx = unit_responses(linear, "fc")
+    assert torch.equal(mean, linear) and torch.equal(mx, linear)
+    tokens = torch.randn(2, 5, 3)
+    mean, mx = unit_responses(tokens, "t")
+    assert torch.allclose(mean, tokens.mean(1)) and torch.equal(mx, tokens.max(1).values)
+    assert unit_responses(conv.half(), "c")[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("output, message", [
+    (torch.randn(2, 3, 4, 5, 6), r"layer 'bad' has output shape \(2, 3, 4, 5, 6\)"),
+    (torch.randn(4), r"layer 'bad' has output shape \(4,\)"),
+    ((torch.randn(2, 3),), "returned tuple, not a tensor"),
+    (torch.ones(2, 3, dtype=torch.long), "need floats"),
+])
+def test_unsupported_outputs_name_layer_and_shape(output, message):
+    with pytest.raises(ValueError, match=message):
+        unit_responses(output, "bad")
