@@ -24,6 +24,7 @@ test: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) -m training demo --out runs/demo
+	$(PY) -m recorder info runs/demo/tiny
 
 bench: $(VENV)/.installed
 	$(PY) bench/record_overhead.py

@@ -371,6 +371,14 @@ class ProbeSet(torch.utils.data.Dataset):
 
         return read_h5(path)
 
+    @classmethod
+    def from_broden(cls, root, categories=None, split=None, *,
+                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> "ProbeSet":
+        """Read a Broden folder of NetDissect (see `recorder.broden.read_broden`)."""
+        from recorder.broden import read_broden
+
+        return read_broden(root, categories, split, mean=mean, std=std)
+
 
 def _dataset_image(img, i: int) -> tuple[str, torch.Tensor]:
     """('float', [3, H, W] float32) or ('uint8', [H, W, 3] uint8) for one dataset image."""

@@ -1,0 +1,169 @@
+"""Recording overhead, measured side by side in one process; prints ratios.
+
+    python bench/record_overhead.py [--repeats 5] [--device cpu|cuda]
+
+1. probe pass: `rec.record(step)` time / a bare `no_grad` forward over the same
+   probe (same model, same batches), for a small CNN and ResNet-18 at 64x64;
+2. online mode: training step time with the recorder's hooks / without;
+3. zarr append time per layer per checkpoint (10 classes x 512 units).
+Each figure is the median of `--repeats` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from recorder import ProbeSet, Recorder
+from recorder.store import RunWriter
+
+
+def small_cnn(width: int = 32, n_classes: int = 10) -> nn.Module:
+    layers, channels = [], 3
+    for i, out in enumerate([width, width * 2, width * 4, width * 8]):
+        layers += [nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU()]
+        if i < 3:
+            layers.append(nn.MaxPool2d(2))
+        channels = out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, n_classes))
+
+
+def resnet18_64(n_classes: int = 10) -> nn.Module:
+    model = torchvision.models.resnet18(num_classes=n_classes)
+    model.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)  # 64x64 input: no stride-2 stem
+    model.maxpool = nn.Identity()
+    return model
+
+
+def random_probe(n: int, size: int = 64, n_classes: int = 10) -> ProbeSet:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    return ProbeSet(pixels, np.arange(n) % n_classes, [f"c{i}" for i in range(n_classes)],
+                    mean=(0.5,) * 3, std=(0.25,) * 3, source="bench")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bare_forward(model, probe, device, batch_size):
+    model.eval()
+    with torch.no_grad():
+        for first in range(0, len(probe), batch_size):
+            model(probe.batch(range(first, min(first + batch_size, len(probe)))).to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def probe_pass_ratio(name, model, layers, n_images, repeats, device, batch_size=64):
+    model = model.to(device)
+    probe = random_probe(n_images)
+    with tempfile.TemporaryDirectory() as folder:
+        rec = Recorder(model, layers, probe=probe, store=folder + "/run", progress=False,
+                       batch_size=batch_size, online=False)
+        bare_forward(model, probe, device, batch_size)  # warm-up
+        bare, recorded = [], []
+        for step in range(repeats):
+            bare.append(timed(lambda: bare_forward(model, probe, device, batch_size)))
+            recorded.append(timed(lambda: rec.record(step)))
+        rec.close()
+    b, r = statistics.median(bare), statistics.median(recorded)
+    print(f"probe pass  {name:<10} {n_images} images, {len(layers)} layers: forward {b * 1e3:7.1f} ms, "
+          f"record {r * 1e3:7.1f} ms, ratio {r / b:.2f}  (goal <= 1.3)")
+    return r / b
+
+
+def online_ratio(repeats, device, steps=20, batch=64):
+    torch.manual_seed(0)
+    model = small_cnn().to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(batch, 3, 64, 64, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def train(rec=None):
+        for step in range(1, steps + 1):
+            logits = model(x)
+            F.cross_entropy(logits, y).backward()
+            opt.step()
+            opt.zero_grad()
+            if rec is not None:
+                rec.step(step, labels=y, logits=logits)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    layers = ["0", "4", "8", "12"]
+    plain, online = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        train()  # warm-up
+        for i in range(repeats):
+            plain.append(timed(train))
+            # every= larger than the run: only the first step's row and the final row
+            rec = Recorder(model, layers, classes=[f"c{i}" for i in range(10)], store=f"{folder}/r{i}",
+                           every=10**9, progress=False)
+            model(x)
+            rec.step(0, labels=y)  # the first step's row, outside the timing
+            online.append(timed(lambda: train(rec)))
+            rec.close()
+    p, o = statistics.median(plain), statistics.median(online)
+    print(f"online      small CNN  batch {batch}, {len(layers)} layers: plain {p / steps * 1e3:6.1f} ms/step, "
+          f"recorded {o / steps * 1e3:6.1f} ms/step, {100 * (o / p - 1):+.1f} %  (goal <= +3 %)")
+    return o / p
+
+
+def append_ms(repeats, n_layers=4, classes=10, units=512, rows=20):
+    rng = np.random.default_rng(0)
+    row = {
+        "sum_true": rng.random((classes, units), dtype=np.float32),
+        "count_true": np.full(classes, 50),
+        "sum_pred": rng.random((classes, units), dtype=np.float32),
+        "count_pred": np.full(classes, 50),
+        "max_true": rng.random((classes, units), dtype=np.float32),
+        "train_sum": rng.random((classes, units), dtype=np.float32),
+        "train_count": np.full(classes, 64),
+        "precision": rng.random(units, dtype=np.float32),
+        "topk_index": rng.integers(0, 500, (units, 8)).astype(np.int32),
+        "topk_value": rng.random((units, 8), dtype=np.float32),
+    }
+    names = [f"layer{i}" for i in range(n_layers)]
+    medians = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as folder:
+            writer = RunWriter.open(folder + "/run", classes=[f"c{i}" for i in range(classes)], concepts=[],
+                                    layers={n: units for n in names},
+                                    probe={"source": "bench", "n_images": 500, "fingerprint": "x"})
+            times = [timed(lambda s=step: writer.append(s, layers={n: row for n in names}))
+                     for step in range(rows)]
+            medians.append(statistics.median(times[1:]) / n_layers)
+    ms = statistics.median(medians) * 1e3
+    print(f"zarr append {len(row)} arrays of {classes}x{units} per layer: {ms:.1f} ms per layer per checkpoint"
+          f"  (goal <= 10 ms)")
+    return ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"median of {args.repeats}")
+    probe_pass_ratio("small CNN", small_cnn(), ["0", "4", "8", "12"], 512, args.repeats, device)
+    probe_pass_ratio("ResNet-18", resnet18_64(), ["layer1", "layer2", "layer3", "layer4", "fc"], 128,
+                     args.repeats, device)
+    online_ratio(args.repeats, device)
+    append_ms(args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Command line: `python -m recorder info RUN` and `python -m recorder export RUN OUT.h5`.
+
+    $ python -m recorder info runs/demo/baseline
+    $ python -m recorder export runs/demo/baseline baseline.h5
+
+A path that is missing or holds no run is reported on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+import numpy as np
+
+from recorder import metrics
+from recorder.store import Run
+
+
+def _last_mean_si(layer) -> str:
+    if not layer.has("sum_true") or not layer.has("count_true") or layer.run.n_committed == 0:
+        return "-"
+    mu = metrics.class_means(layer.row("sum_true", -1), layer.row("count_true", -1))
+    si = metrics.si(mu)
+    return "-" if np.isnan(si).all() else f"{np.nanmean(si):.3f}"
+
+
+def _names(names: list[str], most: int = 20) -> str:
+    if not names:
+        return "-"
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown}, ... (+{len(names) - most} more)"
+
+
+def info_text(run: Run) -> str:
+    """A human summary of a run: what it holds and how far it got."""
+    n = run.n_committed
+    steps = run.steps
+    lines = [
+        f"run       {run.name}",
+        f"path      {run.path}",
+        f"schema    {run.schema}",
+        f"created   {run.created or '-'}",
+        f"rows      {n} committed" + (f", steps {steps[0]} .. {steps[-1]}" if n else ""),
+        f"classes   {len(run.classes)}: {_names(run.classes)}",
+    ]
+    per_category = Counter(c.category for c in run.concepts)
+    lines.append(f"concepts  {len(run.concepts)}" + (
+        ": " + ", ".join(f"{cat} {k}" for cat, k in sorted(per_category.items())) if per_category else ""))
+    probe = run.probe
+    lines.append(f"probe     {probe.get('source')}, {probe.get('n_images')} images, "
+                 f"fingerprint {probe.get('fingerprint')}, thumbnails {'yes' if run.thumbs is not None else 'no'}")
+    names = run.metric_names
+    if names:
+        last = {name: run.metric(name)[-1] if n else float("nan") for name in names}
+        lines.append("metrics   " + ", ".join(f"{name} = {value:.4g}" for name, value in last.items())
+                     + "  (last row)")
+    else:
+        lines.append("metrics   -")
+    lines.append(f"layers    {len(run.layers)}  (top-k {run.topk})")
+    for name in run.layers:
+        layer = run.layer(name)
+        lines.append(f"  {name}: {layer.units} units, mean SI at the last row {_last_mean_si(layer)}")
+        lines.append(f"    arrays: {', '.join(layer.arrays) or '-'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recorder", description="Inspect and export tuneline runs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="print a summary of a run")
+    info.add_argument("run", help="run folder (or its record.zarr)")
+    export = sub.add_parser("export", help="write every committed array of a run to HDF5")
+    export.add_argument("run", help="run folder (or its record.zarr)")
+    export.add_argument("out", help="the HDF5 file to write, e.g. run.h5")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "info":
+            print(info_text(Run.open(args.run)))
+        else:
+            from recorder.export import export_hdf5
+
+            print(export_hdf5(args.run, args.out))
+    except (OSError, ValueError) as exc:  # missing path, not a run (NotARunError), unwritable out
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""`python -m recorder info` and `export`, run as real subprocesses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from recorder.store import RunStore
+from test_export import assert_h5_equals_run
+from test_store import make_run
+
+
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "recorder", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def run_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "baseline"
+    make_run(path, n_rows=3, dissection=True)
+    return path
+
+
+def test_info(run_path):
+    result = cli("info", run_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for text in ["run       demo", f"path      {run_path}", "schema    tuneline.run/1",
+                 "rows      3 committed, steps 0 .. 20", "classes   3: circle, square, stripe",
+                 "concepts  3: color 1, object 1, scene 1",
+                 "probe     tiny.h5, 6 images, fingerprint 0123abcd, thumbnails yes",
+                 "metrics   loss = 0.3333", "conv: 4 units, mean SI at the last row 0.",
+                 "fc: 5 units", "arrays: sum_true, count_true, sum_pred"]:
+        assert text in out, f"{text!r} not in:\n{out}"
+
+
+def test_export(run_path, tmp_path):
+    result = cli("export", run_path / "record.zarr", tmp_path / "out.h5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "out.h5")
+    assert_h5_equals_run(tmp_path / "out.h5", RunStore.open(run_path))
+
+
+@pytest.mark.parametrize("command", ["info", "export"])
+def test_bad_path_exits_2_without_traceback(tmp_path, command):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "x.txt").write_text("x")
+    for path, message in [(tmp_path / "missing", "does not exist"), (tmp_path / "plain", "not a tuneline run")]:
+        args = [command, path] + ([tmp_path / "out.h5"] if command == "export" else [])
+        result = cli(*args)
+        assert result.returncode == 2
+        assert message in result.stderr and str(path) in result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_usage_error_exits_2():
+    result = cli("frobnicate")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
