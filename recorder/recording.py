@@ -137,24 +137,19 @@ class Recorder:
 
     def _open_writer(self) -> None:
         """Rank 0 creates or resumes the run; every rank learns whether that worked."""
-        error = None
-        if self.rank == 0:
+
+        def open_on_rank0():
             probe_info = self.probe.info() if self.probe is not None else {
                 "source": None, "n_images": 0, "fingerprint": None}
-            try:
-                self._writer = RunWriter.open(
-                    self.store_path, classes=self.classes,
-                    concepts=list(self.probe.concepts) if self.probe is not None else [],
-                    layers=self.units, probe=probe_info, run=self._run_info, topk=self.topk)
-                if self.probe is not None:
-                    self._writer.write_probe(self.probe.thumbnails(), self.probe.labels.numpy())
-                self._last_row_step = self._writer.last_step
-            except BaseException as exc:
-                error = exc
-        if not all_ranks_ok(error is None, self.device):
-            if error is not None:
-                raise error
-            raise RuntimeError(f"rank 0 could not open the run store at {self.store_path!r}")
+            self._writer = RunWriter.open(
+                self.store_path, classes=self.classes,
+                concepts=list(self.probe.concepts) if self.probe is not None else [],
+                layers=self.units, probe=probe_info, run=self._run_info, topk=self.topk)
+            if self.probe is not None:
+                self._writer.write_probe(self.probe.thumbnails(), self.probe.labels.numpy())
+            self._last_row_step = self._writer.last_step
+
+        self._on_rank0(open_on_rank0, f"rank 0 could not open the run store at {self.store_path!r}")
         if self.world > 1:  # every rank needs the resumed run's last step
             last = torch.tensor([-(2**62) if self._last_row_step is None else self._last_row_step],
                                 device=self.device)
@@ -280,17 +275,23 @@ class Recorder:
         self._train_hits.zero_()
 
     def _write(self, step: int, layers: dict, row_metrics: dict) -> None:
+        self._on_rank0(
+            lambda: self._writer.append(step, epoch=self._epoch, wall_time=time.time(),
+                                        metrics=row_metrics, layers=layers),
+            f"rank 0 failed to write the row at step {step} to {self.store_path!r}")
+
+    def _on_rank0(self, action: Callable[[], None], failure: str) -> None:
+        """Run `action` on rank 0; raise on every rank if it failed there."""
         error = None
         if self.rank == 0:
             try:
-                self._writer.append(step, epoch=self._epoch, wall_time=time.time(),
-                                    metrics=row_metrics, layers=layers)
+                action()
             except BaseException as exc:
                 error = exc
         if not all_ranks_ok(error is None, self.device):
             if error is not None:
                 raise error
-            raise RuntimeError(f"rank 0 failed to write the row at step {step} to {self.store_path!r}")
+            raise RuntimeError(failure)
 
     # ------------------------------------------------------------- lifetime
 

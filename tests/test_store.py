@@ -149,7 +149,7 @@ def test_no_consolidated_metadata(tmp_path):
 
 
 def test_xarray_opens_layer_groups(tmp_path):
-    xr = pytest.importorskip("xarray")
+    import xarray as xr
     rows = make_run(tmp_path / "run", n_rows=2)
     ds = xr.open_zarr(tmp_path / "run" / "record.zarr", group="layers/fc", consolidated=False)
     assert ds["sum_true"].dims == ("step", "class", "unit")
