@@ -32,6 +32,7 @@ def _worker(rank, world, init_file, store):
         torch.manual_seed(0)
         model = DistributedDataParallel(TinyNet(batchnorm=False, dropout=0.0))
         train_and_record(model, store, rank, world)
+        dist.barrier()  # no rank tears gloo down while a peer still talks to it
     finally:
         dist.destroy_process_group()
 
