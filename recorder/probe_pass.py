@@ -1,8 +1,9 @@
 """One probe pass: the probe set through the model with hooks, then one row of arrays.
 
     with observation_mode(model):
-        per_image, preds = run_probe_pass(model, probe, layers, units, device)
+        per_image, preds, dissections = run_probe_pass(model, probe, layers, shapes, device)
     arrays = probe_row_arrays(per_image["layer4"], preds, probe.labels, n_classes=10, topk=8)
+    arrays.update(dissections["layer4"].row_arrays())   # conv layers: threshold, iou, topk maps
 
 The pass runs in `eval()` under `no_grad`; `observation_mode` restores every module's
 train/eval flag and the Python, NumPy and torch RNG states afterwards.
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from recorder import metrics
 from recorder.accumulators import ClassSums, ImageResponses, Predictions
+from recorder.dissection_pass import LayerDissection
 from recorder.distributed import rank_and_world
 from recorder.hooks import LayerHooks, unit_responses
 
@@ -61,10 +63,11 @@ def default_predict(output) -> torch.Tensor:
 
 
 class _Capture:
-    """Hook callback keeping the responses of each layer for the current batch."""
+    """Hook callback keeping the responses (and the maps of `keep_maps` layers) per batch."""
 
-    def __init__(self, with_max: bool = True):
+    def __init__(self, with_max: bool = True, keep_maps: Sequence[str] = ()):
         self.with_max = with_max
+        self.keep_maps = set(keep_maps)
         self.batch: dict[str, tuple] = {}
 
     def __call__(self, name: str, output) -> None:
@@ -73,7 +76,10 @@ class _Capture:
                 f"layer {name!r} ran more than once in one forward pass; record a module "
                 "that is called once per forward"
             )
-        self.batch[name] = unit_responses(output, name, self.with_max)
+        mean, spatial_max = unit_responses(output, name, self.with_max)
+        # a copy: a later in-place op (ReLU(inplace=True)) must not change the kept maps
+        maps = output.detach().float().clone() if name in self.keep_maps else None  # (B, K, h, w)
+        self.batch[name] = (mean, spatial_max, maps)
 
     def take(self, layers: Sequence[str]) -> dict[str, tuple]:
         missing = [name for name in layers if name not in self.batch]
@@ -86,58 +92,113 @@ class _Capture:
         return batch
 
 
-def count_units(model: nn.Module, probe, layers: Sequence[str], device: torch.device) -> dict[str, int]:
-    """Number of units of each layer, from one forward of the first probe image."""
-    capture = _Capture(with_max=False)
-    with observation_mode(model), LayerHooks(model, layers, capture):
+def layer_shapes(model: nn.Module, probe, layers: Sequence[str], device: torch.device) -> dict[str, tuple]:
+    """Per-image output shape of each layer, (K, h, w) for conv and (K,) otherwise,
+    from one forward of the first probe image."""
+    shapes = {}
+
+    def record_shape(name, output):
+        unit_responses(output, name, with_max=False)  # rejects unsupported shapes
+        shape = tuple(output.shape[1:])
+        shapes[name] = shape if len(shape) == 3 else (shape[-1],)
+
+    with observation_mode(model), LayerHooks(model, layers, record_shape):
         model(probe.batch([0]).to(device))
-        responses = capture.take(layers)
-    return {name: int(responses[name][0].shape[1]) for name in layers}
+    missing = [name for name in layers if name not in shapes]
+    if missing:
+        raise ValueError(f"layer(s) {missing} were not called during the forward pass; record layers "
+                         "that the model's forward uses")
+    return shapes
+
+
+MAP_CACHE_BYTES = 1 << 30  # keep pass one's conv maps for pass two up to this size
+
+
+def _concept_categories(probe, device) -> tuple[torch.Tensor, int]:
+    categories = list(dict.fromkeys(c.category for c in probe.concepts))
+    ids = [categories.index(c.category) for c in probe.concepts]
+    return torch.tensor(ids, dtype=torch.int64, device=device), len(categories)
 
 
 def run_probe_pass(
     model: nn.Module,
     probe,
     layers: Sequence[str],
-    units: dict[str, int],
+    shapes: dict[str, tuple],
     device: torch.device,
     *,
     batch_size: int = 64,
     predict: Callable = default_predict,
     progress: bool = True,
     description: str = "probe pass",
-) -> tuple[dict[str, ImageResponses], Predictions]:
-    """Responses of every probe image of this rank's shard, per layer, and predictions.
+    quantile: float = 0.005,
+    topk: int = 8,
+    dissect: bool = True,
+    cache_bytes: int = MAP_CACHE_BYTES,
+) -> tuple[dict[str, ImageResponses], Predictions, dict[str, LayerDissection]]:
+    """Responses of every probe image per layer, predictions, and dissection of conv layers.
 
-    Call inside `observation_mode(model)`. Rows of other ranks' shards stay zero;
-    all-reduce the returned accumulators to assemble the whole probe.
+    Call inside `observation_mode(model)`. Each rank runs its shard; the returned
+    accumulators are already all-reduced, so every rank holds the whole probe.
+    Pass one computes responses, thresholds and top-k maps; when `dissect` and the
+    probe has segmentations, pass two counts IoU, reusing pass one's maps when they
+    fit `cache_bytes` and running the forward again otherwise.
     """
     n = len(probe)
-    per_image = {name: ImageResponses(n, units[name], device) for name in layers}
-    preds = Predictions(n, device)
     rank, world = rank_and_world()
+    per_image = {name: ImageResponses(n, shapes[name][0], device) for name in layers}
+    preds = Predictions(n, device)
+    map_layers = [name for name in layers if len(shapes[name]) == 3]
+    with_iou = dissect and probe.has_seg and bool(probe.concepts)
+    categories, n_categories = _concept_categories(probe, device) if with_iou else (None, 0)
+    dissections = {
+        name: LayerDissection(shapes[name][0], shapes[name][1:], n, quantile, topk, categories,
+                              n_categories, world, rank, device)
+        for name in map_layers
+    }
     start, stop = probe.shard(rank, world)
-    capture = _Capture()
-    starts = range(start, stop, batch_size)
-    bar = tqdm(starts, desc=description, delay=1.0, leave=False, disable=not progress or rank != 0)
+    batches = [slice(first, min(first + batch_size, stop)) for first in range(start, stop, batch_size)]
+    map_bytes = (stop - start) * sum(4 * int(np.prod(shapes[name])) for name in map_layers)
+    cache = {name: [] for name in map_layers} if with_iou and map_bytes <= cache_bytes else None
+    capture = _Capture(keep_maps=map_layers)
+    show = progress and rank == 0
+
+    def forward(rows: slice):
+        images = probe.batch(range(rows.start, rows.stop)).to(device, non_blocking=True)
+        output = model(images)
+        return output, capture.take(layers)
+
     with LayerHooks(model, layers, capture):
-        for first in bar:
-            rows = slice(first, min(first + batch_size, stop))
-            images = probe.batch(range(rows.start, rows.stop)).to(device, non_blocking=True)
-            output = model(images)
-            responses = capture.take(layers)
+        for rows in tqdm(batches, desc=description, delay=1.0, leave=False, disable=not show):
+            output, responses = forward(rows)
             for name in layers:
-                mean, spatial_max = responses[name]
-                if mean.shape[1] != units[name]:
-                    raise ValueError(
-                        f"layer {name!r} has {mean.shape[1]} units now but {units[name]} when the "
-                        "run started"
-                    )
+                mean, spatial_max, maps = responses[name]
+                if mean.shape[1] != shapes[name][0]:
+                    raise ValueError(f"layer {name!r} has {mean.shape[1]} units now but "
+                                     f"{shapes[name][0]} when the run started")
                 per_image[name].add(rows, mean, spatial_max)
+                if name in dissections:
+                    dissections[name].observe(rows.start, spatial_max, maps)
+                    if cache is not None:
+                        cache[name].append(maps)
             predicted = predict(output)
             predicted = torch.where((predicted >= 0) & (predicted < len(probe.classes)), predicted, -1)
             preds.add(rows, predicted)
-    return per_image, preds
+        for accumulator in (*per_image.values(), preds):
+            accumulator.all_reduce()
+        for dissection in dissections.values():
+            dissection.finish_thresholds()
+        if with_iou and dissections:
+            for b, rows in enumerate(tqdm(batches, desc=description + " (IoU)", delay=1.0, leave=False,
+                                          disable=not show)):
+                maps = {name: cache[name][b] for name in map_layers} if cache is not None else {
+                    name: response[2] for name, response in forward(rows)[1].items() if name in dissections}
+                seg = probe.seg_batch(range(rows.start, rows.stop)).to(device, non_blocking=True)
+                for name, dissection in dissections.items():
+                    dissection.count(maps[name], seg)
+            for dissection in dissections.values():
+                dissection.finish_counts()
+    return per_image, preds, dissections
 
 
 def probe_row_arrays(

@@ -24,7 +24,7 @@ from torch import nn
 from recorder.accumulators import ClassSums
 from recorder.distributed import all_ranks_ok, all_reduce, rank_and_world
 from recorder.hooks import LayerHooks, resolve_layers, unit_responses
-from recorder.probe_pass import count_units, default_predict, observation_mode, probe_row_arrays, run_probe_pass
+from recorder.probe_pass import default_predict, layer_shapes, observation_mode, probe_row_arrays, run_probe_pass
 from recorder.store import RunWriter
 
 
@@ -78,6 +78,7 @@ class Recorder:
         classes: Sequence[str] | None = None,
         batch_size: int = 64,
         online: bool = True,
+        dissect: bool = True,
         predict: Callable | None = None,
         run_name: str | None = None,
         config: dict | None = None,
@@ -91,6 +92,7 @@ class Recorder:
         self.every, self.quantile, self.topk, self.batch_size = every, quantile, topk, batch_size
         self.classes = list(probe.classes) if probe is not None else list(classes or [])
         self.online = online
+        self.dissect = dissect
         self.predict = predict or default_predict
         self.progress = progress
         self._run_info = {"name": run_name or os.path.basename(os.path.normpath(self.store_path)),
@@ -107,8 +109,10 @@ class Recorder:
         self._pending_metrics: dict[str, float] = {}
         self._epoch = math.nan
         self._closed = False
+        self.shapes: dict[str, tuple] | None = None
         if probe is not None:
-            self._set_units(count_units(self.model, probe, self.layers, self.device))
+            self.shapes = layer_shapes(self.model, probe, self.layers, self.device)
+            self._set_units({name: shape[0] for name, shape in self.shapes.items()})
         self._hooks = None
         if online and self.classes:
             self._hooks = LayerHooks(self.model, self.layers, self._on_train_output)
@@ -244,17 +248,18 @@ class Recorder:
 
     def _probe_rows(self, step: int, layers: dict, row_metrics: dict) -> None:
         with observation_mode(self.model):
-            per_image, preds = run_probe_pass(
-                self.model, self.probe, self.layers, self.units, self.device,
+            per_image, preds, dissections = run_probe_pass(
+                self.model, self.probe, self.layers, self.shapes, self.device,
                 batch_size=self.batch_size, predict=self.predict, progress=self.progress,
-                description=f"probe pass @ step {step}")
-        for accumulator in (*per_image.values(), preds):
-            accumulator.all_reduce()
+                description=f"probe pass @ step {step}", quantile=self.quantile, topk=self.topk,
+                dissect=self.dissect)
         if self.rank != 0:
             return
         labels = self.probe.labels
         for name in self.layers:
             layers[name].update(probe_row_arrays(per_image[name], preds, labels, len(self.classes), self.topk))
+            if name in dissections:  # conv layers: top-k by the same streaming pass as their maps
+                layers[name].update(dissections[name].row_arrays())
         if self.classes:
             predicted = preds.labels().cpu()
             row_metrics["probe_accuracy"] = float((predicted == labels).float().mean())

@@ -1,0 +1,365 @@
+"""Network Dissection (Bau et al. 2017) as additive accumulators: thresholds, IoU counts.
+
+    acc = threshold_accumulator(n_units=K, n_values=N * h * w, q=0.005)
+    for maps in probe_maps:               # first pass: (B, K, h, w) raw activations
+        acc.add(maps)
+    acc.all_reduce()
+    thresholds = acc.thresholds()         # (K,)
+    counts = IoUCounts(K, concept_category, n_categories=2)
+    for maps, seg in probe_maps_and_segs: # second pass: seg (B, L, H, W) concept ids
+        counts.add(maps, thresholds, seg)
+    counts.all_reduce()
+    iou = counts.iou()                    # (K, P) float32
+
+Definitions (DESIGN.md, "Network Dissection"): the mask of unit k on image x is
+its map bilinearly upsampled (`align_corners=False`) to the segmentation's size, then
+`> T_k`; `IoU[k, c] = sum_x |M_k(x) & L_c(x)| / sum_x |M_k(x) | L_c(x)|` over the images
+carrying at least one label of c's category. `L_c(x)` is the set of pixels that any
+seg layer labels c. Image-level labels (scene, texture) are a seg layer filled with
+one concept id, so they need no special case. Readouts without torch are in
+`recorder.dissect_readout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from recorder.accumulators import _Additive
+from recorder.quantile import (
+    THRESHOLD_BUDGET_BYTES,
+    TailSketch,
+    TopValues,
+    exact_quantile_thresholds,
+    threshold_accumulator,
+)
+
+__all__ = [
+    "THRESHOLD_BUDGET_BYTES",
+    "IoUCounts",
+    "TailSketch",
+    "TopValues",
+    "exact_quantile_thresholds",
+    "threshold_accumulator",
+    "topk_maps",
+]
+
+# Bilinear values are convex combinations of (at most 4 of) the map's values, computed
+# in float: PyTorch's and ours differ from the exact ones by a few float32 epsilons of
+# sum_i |w_i v_i| <= 2 max(map, 0) + |value|. A value further than
+# tol = _ROUNDING * (2 max(map, 0) + |T|) from T is on the same side of T in both;
+# closer, the map is counted with PyTorch's own F.interpolate.
+_ROUNDING = 24 * torch.finfo(torch.float32).eps  # each side errs by <= ~6 eps * that sum
+_CHUNK_PIXELS = 1 << 24  # upsampled pixels per chunk of maps sent to F.interpolate
+_CHUNK_MAPS = 1 << 13  # crossing maps per chunk of the run-length path
+METHODS = ("runs", "interpolate")  # IoUCounts(method=...): the same counts, two ways
+
+
+class _Grid:
+    """Where bilinear upsampling (align_corners=False) from n_in to n_out samples one axis.
+
+    PyTorch's float32 arithmetic: output i reads inputs `low[i]` and `low[i] + 1` (clamped)
+    with weight `weight[i]` on the second, at source coordinate `src[i] = low + weight`
+    (non-decreasing). Outputs reading the same `low = j` form band j: `start[j]:end[j]`.
+    """
+
+    def __init__(self, n_in: int, n_out: int, device: torch.device):
+        self.scale = float(torch.tensor(n_in, dtype=torch.float32) / n_out)
+        src = (self.scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5).clamp(min=0)
+        low = src.floor().long().clamp(max=n_in - 1)
+        bands = torch.arange(n_in)
+        weight = (src - low).clamp(0, 1)
+        start = torch.searchsorted(low, bands)
+        end = torch.searchsorted(low, bands, right=True)
+        self.weight, self.start, self.end = weight.to(device), start.to(device), end.to(device)
+        self.high = (bands + 1).clamp(max=n_in - 1).to(device)
+        # per band, its outputs and their weights padded to the longest band (weight NaN)
+        offsets = torch.arange(int((end - start).max()))
+        index = start[:, None] + offsets
+        valid = index < end[:, None]
+        self.band_index = torch.where(valid, index, 0).to(device)  # (n_in, longest band)
+        self.band_weight = torch.where(valid, weight[index.clamp(max=n_out - 1)], float("nan")).to(device)
+
+    def first_above(self, key: torch.Tensor) -> torch.Tensor:
+        """The first output whose source coordinate is > key, up to rounding (callers certify)."""
+        x = torch.floor((key + 0.5) / self.scale - 0.5) + 1
+        return torch.where(key < 0, 0.0, x).clamp(-1, self.weight.numel() + 1).long()
+
+
+def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return values.reshape(-1).index_select(0, index)
+
+
+def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows: _Grid, cols: _Grid):
+    """Active pixels (upsampled value > T) of maps (n, h, w), as runs along output rows.
+
+    Returns `(map, y, lo, hi, unsure)`: map `map[r]` is active on output row `y[r]` at
+    columns `lo[r]:hi[r]` (one run per row and column band, possibly empty), and
+    `unsure` (n,) bool marks maps with a pixel within `tol` of T: their runs are not
+    certified and must be counted another way.
+
+    Why the runs are exact: in the cell between 4 input values, an output row is affine
+    in the column weight, between its values `left` (weight 0) and `right` (weight 1).
+    Cells whose 4 corners, and rows whose `max(left, right)`, are below `T - tol` have
+    no pixel above T. Otherwise the row's active pixels are a prefix or a suffix of the
+    band (monotone), located analytically and certified by the two pixels either side
+    of the cut (both ends of the band when it is all or nothing): they are further than
+    `tol` from T, so on the same side in PyTorch's arithmetic, and every other pixel of
+    the row is further still.
+    """
+    n, h, w = maps.shape
+    device = maps.device
+    # cells: (row band i, column band j) read corners (i|i+1, j|j+1); skip those below T
+    v01 = maps.index_select(2, cols.high)
+    v10, v11 = maps.index_select(1, rows.high), v01.index_select(1, rows.high)
+    corner_max = torch.maximum(torch.maximum(maps, v01), torch.maximum(v10, v11))  # (n, h, w)
+    nonempty = (rows.end > rows.start)[:, None] & (cols.end > cols.start)[None, :]
+    cell = ((corner_max > (thresholds - tol)[:, None, None]) & nonempty).reshape(-1).nonzero()[:, 0]
+    cell_map, band_i, band_j = cell // (h * w), cell // w % h, cell % w
+    # output rows of each cell: values at column weight 0 (left) and 1 (right); a row's
+    # pixels lie between the two, so rows whose larger end is below T are skipped
+    ly = rows.band_weight.index_select(0, band_i).to(maps.dtype)  # (cells, longest band)
+    left = torch.lerp(_take(maps, cell)[:, None], _take(v10, cell)[:, None], ly)
+    right = torch.lerp(_take(v01, cell)[:, None], _take(v11, cell)[:, None], ly)
+    floor = (thresholds - tol).index_select(0, cell_map)[:, None]
+    entry = (torch.maximum(left, right) > floor).reshape(-1).nonzero()[:, 0]  # NaN padding: False
+    longest = ly.shape[1]
+    row_cell = entry // longest
+    y = _take(rows.band_index, band_i.index_select(0, row_cell) * longest + entry % longest)
+    left, right = _take(left, entry), _take(right, entry)
+    m = cell_map.index_select(0, row_cell)
+    band = band_j.index_select(0, row_cell)
+    t, margin = thresholds.index_select(0, m), tol.index_select(0, m)
+    slope = right - left
+    rising, falling = slope > 0, slope < 0
+    xs, xe = cols.start.index_select(0, band), cols.end.index_select(0, band)
+    key = (band.to(slope.dtype) + (t - left) / torch.where(slope == 0, 1.0, slope)).float()
+    cut = cols.first_above(key)
+    lo = torch.where(rising, torch.maximum(torch.minimum(cut, xe), xs), xs)
+    hi = torch.where(falling, torch.maximum(torch.minimum(cut, xe), xs), xe)
+    hi = torch.where(rising | falling, hi, torch.where(left > t, xe, xs))
+    # certify: partial runs by the pixels either side of the cut, others by both ends
+    everything, nothing = (lo == xs) & (hi == xe), lo == hi
+    partial = ~(everything | nothing)
+    p1 = torch.where(partial, torch.where(rising, lo - 1, hi - 1), xs)
+    p2 = torch.where(partial, torch.where(rising, lo, hi), xe - 1)
+    on1 = torch.where(partial, falling, everything)
+    on2 = torch.where(partial, rising, everything)
+    sure = torch.ones_like(rising)
+    for p, on in ((p1, on1), (p2, on2)):
+        d = torch.lerp(left, right, cols.weight.index_select(0, p).to(left.dtype)) - t
+        sure &= torch.where(on, d > margin, d <= -margin)
+    unsure = torch.zeros(n, dtype=torch.bool, device=device)
+    unsure[m[~sure]] = True
+    return m, y, lo, hi, unsure
+
+
+def _distinct_labels(seg: torch.Tensor) -> torch.Tensor:
+    """An int32 copy of seg (B, L, H, W) in which a label that an earlier layer already
+    gives the same pixel is zeroed, so that L_c(x) is a set of pixels."""
+    out = seg.to(torch.int32, copy=True)
+    for layer in range(1, seg.shape[1]):
+        repeated = out[:, layer] == out[:, 0]
+        for earlier in range(1, layer):
+            repeated |= out[:, layer] == out[:, earlier]
+        out[:, layer].masked_fill_(repeated, 0)
+    return out
+
+
+class IoUCounts(_Additive):
+    """Intersection and union counts of unit masks and concept labels, summed over images.
+
+        counts = IoUCounts(n_units=512, concept_category=torch.tensor([0, 0, 1]), n_categories=2)
+        counts.add(maps, thresholds, seg)    # (B, K, h, w), (K,), (B, L, H, W) ids 1..P, 0 = none
+        counts.iou()                         # (K, P) float32; 0 where the union is empty
+
+    State (all int64 sums): `intersection` (K, P) pixels in both M_k and L_c; `active`
+    (K, G) pixels of M_k summed over the images that carry category g; `label` (P,)
+    pixels of L_c; `images_with_category` (G,). The union is derived:
+    `active[k, cat(c)] + label[c] - intersection[k, c]`.
+
+    Speed: only the maps whose max can exceed T_k are looked at (bilinear values never
+    exceed the map's max). `method="runs"` (default) never upsamples them: it finds,
+    per output row, the run of columns above T_k analytically (see `_runs`), leaving
+    the rare map with a pixel within float rounding of T_k to F.interpolate, so that the
+    counts equal `method="interpolate"` (every crossing map through F.interpolate)
+    exactly. Intersections are `bincount`s over `k * (P + 1) + concept` of the active
+    pixels, one per seg layer.
+    """
+
+    _state = ("intersection", "active", "label", "images_with_category")
+
+    def __init__(self, n_units: int, concept_category: torch.Tensor, n_categories: int,
+                 device: torch.device | str = "cpu", method: str = "runs"):
+        if method not in METHODS:
+            raise ValueError(f"method {method!r} is not one of {METHODS}")
+        self.method = method
+        self._grids: dict[tuple, tuple[_Grid, _Grid]] = {}
+        concept_category = torch.as_tensor(concept_category, dtype=torch.int64, device=device)
+        if concept_category.dim() != 1:
+            raise ValueError(f"concept_category must be 1-D (P,), got shape {tuple(concept_category.shape)}")
+        if concept_category.numel() and not (0 <= int(concept_category.min())
+                                             and int(concept_category.max()) < n_categories):
+            raise ValueError(f"concept_category values must be in [0, {n_categories}), "
+                             f"got {concept_category.unique().tolist()}")
+        self.n_units, self.n_categories = n_units, n_categories
+        self.n_concepts = concept_category.numel()
+        self.concept_category = concept_category
+        p, g = self.n_concepts, n_categories
+        self.intersection = torch.zeros(n_units, p, dtype=torch.int64, device=device)
+        self.active = torch.zeros(n_units, g, dtype=torch.int64, device=device)
+        self.label = torch.zeros(p, dtype=torch.int64, device=device)
+        self.images_with_category = torch.zeros(g, dtype=torch.int64, device=device)
+
+    def to_(self, device: torch.device | str) -> None:
+        super().to_(device)
+        self.concept_category = self.concept_category.to(device)
+        self._grids = {}
+
+    def _check(self, maps: torch.Tensor, thresholds: torch.Tensor, seg: torch.Tensor) -> None:
+        k = self.n_units
+        if maps.dim() != 4 or maps.shape[1] != k:
+            raise ValueError(f"maps must have shape (B, {k}, h, w), got {tuple(maps.shape)}")
+        if tuple(thresholds.shape) != (k,):
+            raise ValueError(f"thresholds must have shape ({k},), got {tuple(thresholds.shape)}")
+        if seg.dim() != 4 or seg.shape[0] != maps.shape[0]:
+            raise ValueError(f"seg must have shape ({maps.shape[0]}, L, H, W), got {tuple(seg.shape)}")
+        if seg.dtype.is_floating_point or seg.dtype == torch.bool:
+            raise ValueError(f"seg must hold integer concept ids, got dtype {seg.dtype}")
+        low, high = seg.aminmax() if seg.numel() else (torch.tensor(0), torch.tensor(0))
+        if int(low) < 0 or int(high) > self.n_concepts:
+            raise ValueError(f"seg ids must be in [0, {self.n_concepts}] (0 = unlabeled), "
+                             f"got [{int(low)}, {int(high)}]")
+
+    def add(self, maps: torch.Tensor, thresholds: torch.Tensor, seg: torch.Tensor) -> None:
+        """Count a batch: maps (B, K, h, w) raw activations, thresholds (K,), seg (B, L, H, W)."""
+        device = self.intersection.device
+        seg = seg.to(device)
+        thresholds = thresholds.to(device=device, dtype=torch.float32)
+        self._check(maps, thresholds, seg)
+        n_images, n_layers, height, width = seg.shape
+        width_p = self.n_concepts + 1  # concept ids 0..P, 0 dropped at the end
+        seg = _distinct_labels(seg)  # (B, L, H, W) int32, a copy
+
+        # labels per image -> label pixels and the categories each image carries
+        offsets = torch.arange(n_images, device=device, dtype=torch.int32)[:, None] * width_p
+        per_image = torch.bincount((seg.reshape(n_images, -1) + offsets).reshape(-1),
+                                   minlength=n_images * width_p).reshape(n_images, width_p)[:, 1:]
+        self.label += per_image.sum(0)
+        carried = torch.zeros(n_images, self.n_categories, dtype=torch.int64, device=device)
+        carried = carried.index_add_(1, self.concept_category, per_image) > 0  # (B, G)
+        self.images_with_category += carried.sum(0)
+
+        # the (image, unit) maps that can cross the threshold, in images with labels
+        maps = maps.to(device=device, dtype=torch.float64 if maps.dtype == torch.float64 else torch.float32)
+        high = maps.flatten(2).amax(dim=2)  # (B, K)
+        tol = (2 * high.clamp(min=0) + thresholds.abs()) * _ROUNDING
+        crossing = (high > thresholds - tol) & carried.any(1, keepdim=True)
+        images, units = crossing.nonzero(as_tuple=True)
+        if self.method == "runs":
+            for start in range(0, images.numel(), _CHUNK_MAPS):
+                part = slice(start, start + _CHUNK_MAPS)
+                self._count_runs(maps, thresholds, tol, seg, carried, images[part], units[part])
+        else:
+            self._count_interpolated(maps, thresholds, seg, carried, images, units)
+
+    def _grid(self, maps: torch.Tensor, seg: torch.Tensor) -> tuple[_Grid, _Grid]:
+        key = (*maps.shape[2:], *seg.shape[2:])
+        if key not in self._grids:
+            h, w, height, width = key
+            self._grids[key] = (_Grid(h, height, maps.device), _Grid(w, width, maps.device))
+        return self._grids[key]
+
+    def _count_runs(self, maps, thresholds, tol, seg, carried, images, units) -> None:
+        """Count the maps of (images[i], units[i]) from their certified runs of active pixels."""
+        rows, cols = self._grid(maps, seg)
+        n_layers, height, width = seg.shape[1:]
+        flat = images * self.n_units + units
+        m, y, lo, hi, unsure = _runs(maps.flatten(0, 1).index_select(0, flat),
+                                     thresholds.index_select(0, units), _take(tol, flat), rows, cols)
+        if bool(unsure.any()):  # rare: a pixel within rounding of T, leave it to F.interpolate
+            self._count_interpolated(maps, thresholds, seg, carried, images[unsure], units[unsure])
+            keep = (~unsure).index_select(0, m).nonzero()[:, 0]
+            m, y, lo, hi = (v.index_select(0, keep) for v in (m, y, lo, hi))
+        length = hi - lo
+        area = torch.zeros(images.numel(), dtype=torch.int64, device=m.device).index_add_(0, m, length)
+        self.active.index_add_(0, units, carried.index_select(0, images).to(torch.int64) * area[:, None])
+        # one index per active pixel: (image, layer 0, y, x) in seg, and unit * (P + 1)
+        keep = (length > 0).nonzero()[:, 0]
+        m, y, lo, length = (v.index_select(0, keep) for v in (m, y, lo, length))
+        small = seg.numel() + int(length.sum()) < 2**31 and self.n_units * (self.n_concepts + 1) < 2**31
+        index = torch.int32 if small else torch.int64
+        image = images.index_select(0, m)
+        start = (image * n_layers * height + y) * width + lo - (torch.cumsum(length, 0) - length)
+        pixel = torch.repeat_interleave(start.to(index), length)
+        pixel += torch.arange(pixel.numel(), device=pixel.device, dtype=index)
+        unit = torch.repeat_interleave((units.index_select(0, m) * (self.n_concepts + 1)).to(index), length)
+        self._add_pairs(unit, pixel, seg)
+
+    def _add_pairs(self, unit: torch.Tensor, pixel: torch.Tensor, seg: torch.Tensor) -> None:
+        """Intersections: bincount of `unit + label` over active pixels, one per seg layer
+        (unit = k * (P + 1), pixel = flat index into seg's layer 0)."""
+        width_p = self.n_concepts + 1
+        flat, layer = seg.reshape(-1), seg.shape[2] * seg.shape[3]
+        for l in range(seg.shape[1]):
+            pairs = flat.index_select(0, pixel + l * layer if l else pixel).to(unit.dtype) + unit
+            both = torch.bincount(pairs, minlength=self.n_units * width_p)
+            self.intersection += both.reshape(self.n_units, width_p)[:, 1:]
+
+    def _count_interpolated(self, maps, thresholds, seg, carried, images, units) -> None:
+        """Upsample the maps of (images[i], units[i]) with F.interpolate, in chunks, and count."""
+        chunk = max(1, _CHUNK_PIXELS // (seg.shape[2] * seg.shape[3]))
+        for start in range(0, images.numel(), chunk):
+            part = slice(start, start + chunk)
+            self._count_upsampled(maps, thresholds, seg, carried, images[part], units[part])
+
+    def _count_upsampled(self, maps, thresholds, seg, carried, images, units) -> None:
+        size = seg.shape[2:]
+        up = F.interpolate(maps[images, units][:, None], size=size, mode="bilinear",
+                           align_corners=False)  # (n, 1, H, W)
+        mask = up.reshape(images.numel(), -1) > thresholds[units][:, None]  # (n, H*W)
+        which, pixels = mask.nonzero(as_tuple=True)
+        area = torch.bincount(which, minlength=images.numel())  # (n,)
+        self.active.index_add_(0, units, carried[images].to(torch.int64) * area[:, None])
+        pixel = images[which] * seg[0].numel() + pixels  # flat index into seg's layer 0
+        self._add_pairs(units[which] * (self.n_concepts + 1), pixel, seg)
+
+    def iou(self) -> torch.Tensor:
+        """(K, P) float32 IoU of each unit's mask with each concept; 0 where the union is 0."""
+        union = self.active[:, self.concept_category] + self.label[None, :] - self.intersection
+        iou = self.intersection.to(torch.float64) / union.clamp(min=1).to(torch.float64)
+        return torch.where(union > 0, iou, 0.0).to(torch.float32)
+
+
+def topk_maps(maps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+              topk_index: torch.Tensor) -> torch.Tensor:
+    """Activation maps of each unit's top-k images, (K, k, h, w) float16, for mask overlays.
+
+        topk_maps(maps_all, topk_index)          # maps_all (N, K, h, w), topk_index (K, k)
+        topk_maps(fetch, topk_index)             # fetch(images (n,)) -> (n, K, h, w)
+
+    A callable is asked once, for the distinct images named in `topk_index` (sorted).
+    Entries of `topk_index` below 0 (no such image) give NaN maps.
+    """
+    topk_index = torch.as_tensor(topk_index, dtype=torch.int64)
+    if topk_index.dim() != 2:
+        raise ValueError(f"topk_index must have shape (K, k), got {tuple(topk_index.shape)}")
+    n_units = topk_index.shape[0]
+    valid = topk_index >= 0
+    if callable(maps):
+        images = topk_index[valid].unique()
+        fetched = maps(images)
+        rows = torch.searchsorted(images.to(fetched.device), topk_index.clamp(min=0).to(fetched.device))
+        rows = rows.clamp(max=max(images.numel() - 1, 0))
+    else:
+        fetched, rows = maps, topk_index.clamp(min=0).to(maps.device)
+    if fetched.dim() != 4 or fetched.shape[1] != n_units:
+        raise ValueError(f"maps must have shape (n, {n_units}, h, w), got {tuple(fetched.shape)}")
+    if fetched.shape[0] == 0:
+        return torch.full((n_units, topk_index.shape[1], *fetched.shape[2:]), float("nan"),
+                          dtype=torch.float16, device=fetched.device)
+    unit = torch.arange(n_units, device=fetched.device)[:, None]
+    out = fetched[rows, unit].to(torch.float16)  # (K, k, h, w)
+    return out.masked_fill(~valid.to(out.device)[:, :, None, None], float("nan"))

@@ -1,0 +1,110 @@
+"""Network Dissection inside the probe pass: thresholds, top-k maps and IoU per conv layer.
+
+    layer = LayerDissection(n_units=512, map_size=(7, 7), n_images=len(probe), q=0.005, topk=8,
+                            concept_category=cats, n_categories=2)
+    for first, spatial_max, maps in pass_one:       # (B, K), (B, K, h, w)
+        layer.observe(first, spatial_max, maps)
+    layer.finish_thresholds()                       # all-reduce; T_k exact (1 - q) quantiles
+    for maps, seg in pass_two:                      # (B, K, h, w), (B, L, H, W)
+        layer.count(maps, seg)
+    layer.finish_counts()
+    arrays = layer.row_arrays()                     # threshold, iou, topk_index/value/map
+
+Every state is additive with one slot per rank, so merging ranks is one SUM each.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recorder.accumulators import _Additive
+from recorder.dissect import IoUCounts
+from recorder.quantile import threshold_accumulator
+
+
+class TopMaps(_Additive):
+    """Each unit's top-k probe images by spatial max, with their activation maps, streamed.
+
+        top = TopMaps(n_units=16, k=8, map_size=(7, 7))
+        top.add(0, spatial_max, maps)       # (B, K), (B, K, h, w) of images 0..B-1
+        index, value, maps = top.result()   # (K, k) image ids (-1: none), (K, k), (K, k, h, w)
+
+    Slot `rank` of `[world_size, ...]` holds this rank's candidates; `index` stores
+    image id + 1 (0 = empty) so that the SUM all-reduce of the slots merges ranks.
+    """
+
+    _state = ("value", "index", "maps")
+
+    def __init__(self, n_units: int, k: int, map_size: tuple[int, int], world_size: int = 1,
+                 rank: int = 0, device: torch.device | str = "cpu"):
+        self.k, self.rank = k, rank
+        self.value = torch.zeros(world_size, n_units, k, device=device)
+        self.index = torch.zeros(world_size, n_units, k, dtype=torch.int64, device=device)
+        self.maps = torch.zeros(world_size, n_units, k, *map_size, device=device)
+
+    def add(self, first: int, spatial_max: torch.Tensor, maps: torch.Tensor) -> None:
+        """Merge images first..first+B-1: spatial max (B, K), maps (B, K, h, w)."""
+        r, (n, units) = self.rank, spatial_max.shape
+        held = self.index[r] > 0  # (K, k)
+        values = torch.cat([torch.where(held, self.value[r], float("-inf")), spatial_max.T], 1)  # (K, k+B)
+        ids = torch.arange(first + 1, first + n + 1, device=self.index.device).expand(units, n)
+        top, pos = values.topk(self.k, dim=1)  # (K, k)
+        self.index[r] = torch.cat([self.index[r], ids], 1).gather(1, pos)
+        self.value[r] = torch.where(self.index[r] > 0, top, 0.0)
+        candidates = torch.cat([self.maps[r], maps.transpose(0, 1)], 1)  # (K, k+B, h, w)
+        self.maps[r] = candidates.gather(1, pos[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top-k over all ranks' slots: image ids (K, k) (-1: none), values (K, k), maps (K, k, h, w)."""
+        world, units, k = self.index.shape
+        index = self.index.transpose(0, 1).reshape(units, world * k)
+        value = torch.where(index > 0, self.value.transpose(0, 1).reshape(units, world * k), float("-inf"))
+        top, pos = value.topk(k, dim=1)
+        maps = self.maps.transpose(0, 1).reshape(units, world * k, *self.maps.shape[3:])
+        maps = maps.gather(1, pos[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
+        return index.gather(1, pos) - 1, top, maps
+
+
+class LayerDissection:
+    """Thresholds, top-k maps and (with segmentations) IoU counts of one conv layer."""
+
+    def __init__(self, n_units: int, map_size: tuple[int, int], n_images: int, q: float, topk: int,
+                 concept_category: torch.Tensor | None = None, n_categories: int = 0,
+                 world_size: int = 1, rank: int = 0, device: torch.device | str = "cpu"):
+        height, width = map_size
+        self.quantiles = threshold_accumulator(n_units, n_images * height * width, q,
+                                               world_size=world_size, rank=rank, device=device)
+        self.top = TopMaps(n_units, min(topk, n_images), map_size, world_size, rank, device)
+        self.counts = None
+        if concept_category is not None and len(concept_category):
+            self.counts = IoUCounts(n_units, concept_category, n_categories, device)
+        self.thresholds: torch.Tensor | None = None
+
+    def observe(self, first: int, spatial_max: torch.Tensor, maps: torch.Tensor) -> None:
+        """Pass one: a batch of images first.. with spatial max (B, K) and maps (B, K, h, w)."""
+        self.quantiles.add(maps)
+        self.top.add(first, spatial_max, maps)
+
+    def finish_thresholds(self) -> None:
+        self.quantiles.all_reduce()
+        self.top.all_reduce()
+        self.thresholds = self.quantiles.thresholds()
+
+    def count(self, maps: torch.Tensor, seg: torch.Tensor) -> None:
+        """Pass two: intersections and unions of the batch's masks with its labels."""
+        self.counts.add(maps, self.thresholds, seg)
+
+    def finish_counts(self) -> None:
+        self.counts.all_reduce()
+
+    def row_arrays(self) -> dict:
+        index, value, maps = self.top.result()
+        row = {
+            "threshold": self.thresholds.cpu().numpy(),
+            "topk_index": index.to(torch.int32).cpu().numpy(),
+            "topk_value": value.cpu().numpy(),
+            "topk_map": maps.to(torch.float16).cpu().numpy(),
+        }
+        if self.counts is not None:
+            row["iou"] = self.counts.iou().to(torch.float16).cpu().numpy()
+        return row
