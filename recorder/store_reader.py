@@ -22,6 +22,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from recorder import metrics
+from recorder.dissect_readout import DETECTOR_MIN_IOU, best_concepts, unique_detectors
 from recorder.schema import (
     GROUPINGS,
     LAYER_ARRAYS,
@@ -426,22 +427,29 @@ class LayerRecord:
         """int64 `[T, K]`: argmax over classes of the class means; -1 where all are NaN."""
         return self._derived(("dominant", by), lambda: metrics.dominant(self.class_means(by)))
 
-    def detectors(self, min_iou: float = 0.04) -> dict[str, np.ndarray]:
-        """Each unit's best concept by IoU (Network Dissection).
+    def _concept_categories(self) -> tuple[np.ndarray, list[str]]:
+        names = list(dict.fromkeys(c.category for c in self.run.concepts))
+        return np.array([names.index(c.category) for c in self.run.concepts], dtype=np.int64), names
 
-        Returns {"concept": int64 [T, K] (index into run.concepts, -1 where no concept
-        has an IoU), "iou": float64 [T, K], "is_detector": bool [T, K] (iou > min_iou)}.
+    def detectors(self, min_iou: float = DETECTOR_MIN_IOU) -> dict[str, np.ndarray]:
+        """Each unit's best concept by IoU (Network Dissection), per checkpoint.
+
+        Returns {"concept": int64 [T, K] (index into run.concepts; -1 where the unit is
+        no detector), "category": int64 [T, K] (index into `categories`), "iou": float64
+        [T, K] (best IoU), "is_detector": bool [T, K] (best IoU > min_iou), "categories":
+        list of category names}.
         """
         if not self.has("iou"):
             raise NotImplementedError(
                 f"dissection was not recorded for layer {self.name!r}: it has no 'iou' array")
-        iou = self.iou.astype(np.float64)  # [T, K, P]
-        filled = np.where(np.isnan(iou), -np.inf, iou)
-        if iou.shape[-1] == 0:
-            concept = np.full(iou.shape[:-1], -1, dtype=np.int64)
-            best = np.full(iou.shape[:-1], np.nan)
-        else:
-            concept = filled.argmax(axis=-1).astype(np.int64)
-            best = np.take_along_axis(iou, concept[..., None], axis=-1)[..., 0]
-            concept = np.where(np.isnan(best), -1, concept)
-        return {"concept": concept, "iou": best, "is_detector": best > min_iou}  # NaN > x is False
+        category, names = self._concept_categories()
+        return {**best_concepts(self.iou, category, min_iou), "categories": names}
+
+    def unique_detectors(self, min_iou: float = DETECTOR_MIN_IOU) -> dict[str, np.ndarray]:
+        """Per concept category, the number of distinct concepts detected by some unit, int64
+        [T] (Bau et al.'s "number of unique detectors" vs. training iteration)."""
+        if not self.has("iou"):
+            raise NotImplementedError(
+                f"dissection was not recorded for layer {self.name!r}: it has no 'iou' array")
+        category, names = self._concept_categories()
+        return unique_detectors(self.iou, category, names, min_iou)

@@ -176,10 +176,18 @@ def test_detectors(shared_run):
     layer = RunStore.open(shared_run).layer("fc")
     d = layer.detectors(min_iou=0.05)
     iou = layer.iou.astype(np.float64)
-    np.testing.assert_array_equal(d["concept"], iou.argmax(-1))
+    np.testing.assert_array_equal(d["concept"], np.where(iou.max(-1) > 0.05, iou.argmax(-1), -1))
     np.testing.assert_array_equal(d["iou"], iou.max(-1))
     np.testing.assert_array_equal(d["is_detector"], iou.max(-1) > 0.05)
     assert d["concept"].max() < len(CONCEPTS)
+    unique = layer.unique_detectors(min_iou=0.05)
+    categories = list(dict.fromkeys(c.category for c in RunStore.open(shared_run).concepts))
+    assert d["categories"] == categories
+    for t in range(iou.shape[0]):
+        detected = {int(iou[t, k].argmax()) for k in range(iou.shape[1]) if iou[t, k].max() > 0.05}
+        for name in categories:
+            expected = sum(1 for c in detected if RunStore.open(shared_run).concepts[c].category == name)
+            assert unique[name][t] == expected
 
 
 def test_detectors_without_dissection(tmp_path):
