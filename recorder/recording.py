@@ -15,6 +15,7 @@ import math
 import numbers
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -84,7 +85,7 @@ class Recorder:
         config: dict | None = None,
         progress: bool = True,
     ):
-        self._check_arguments(store, every, quantile, topk, batch_size, probe, classes)
+        self.check_arguments(store, every, quantile, topk, batch_size, probe, classes)
         self.model = _unwrap(model)
         self.layers = list(resolve_layers(self.model, layers))
         self.probe = probe
@@ -118,7 +119,8 @@ class Recorder:
             self._hooks = LayerHooks(self.model, self.layers, self._on_train_output)
 
     @staticmethod
-    def _check_arguments(store, every, quantile, topk, batch_size, probe, classes) -> None:
+    def check_arguments(store, every, quantile, topk, batch_size, probe, classes) -> None:
+        """Raise ValueError naming the first bad argument (also used by RecorderCallback)."""
         if store is None:
             raise ValueError("store is required: the run folder to write, e.g. store='runs/demo/baseline'")
         for name, value in (("every", every), ("topk", topk), ("batch_size", batch_size)):
@@ -165,6 +167,10 @@ class Recorder:
     def _on_train_output(self, name: str, output) -> None:
         if torch.is_grad_enabled() and not self._closed:
             self._pending[name].append(unit_responses(output, name, with_max=False)[0])
+
+    def discard_pending(self) -> None:
+        """Forget the training responses seen since the last step() (e.g. a replayed batch)."""
+        self._take_pending()
 
     def _take_pending(self) -> dict[str, torch.Tensor | None]:
         taken = {name: (torch.cat(parts) if parts else None) for name, parts in self._pending.items()}
@@ -213,7 +219,7 @@ class Recorder:
             self._epoch = float(epoch)
         if metrics:
             self._pending_metrics.update(metrics)
-        first = self._last_step_seen is None
+        first = self._last_step_seen is None and self._last_row_step is None  # resumed: keep the grid
         self._last_step_seen = step
         last = self._last_row_step
         if first or last is None or step // self.every > last // self.every:
@@ -235,6 +241,7 @@ class Recorder:
             raise ValueError("nothing to record yet: with no probe, call step() with labels first")
         if epoch is not None:
             self._epoch = float(epoch)
+        self.device = _model_device(self.model)  # the model may have moved since
         layers = {name: {} for name in self.layers}
         row_metrics = dict(self._pending_metrics)
         if self.probe is not None:
@@ -312,6 +319,10 @@ class Recorder:
             seen, last = self._last_step_seen, self._last_row_step
             if seen is not None and (last is None or seen > last):
                 self.record(seen)
+            elif self._pending_metrics:
+                warnings.warn(f"Recorder.close(): metrics {sorted(self._pending_metrics)} were logged "
+                              "after the last row and are not stored; call record(step) to keep them",
+                              stacklevel=2)
         finally:
             self._remove_hooks()
 
