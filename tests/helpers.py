@@ -40,3 +40,19 @@ def batches(n_steps: int, batch: int = 8, size: int = 8, seed: int = 1, n_classe
     g = torch.Generator().manual_seed(seed)
     for _ in range(n_steps):
         yield torch.randn(batch, 3, size, size, generator=g), torch.randint(0, n_classes, (batch,), generator=g)
+
+
+CONCEPTS = [("ball", "object"), ("box", "object"), ("bar", "object"), ("day", "scene"), ("night", "scene")]
+
+
+def seg_probe(n=14, size=8, seg_size=12, seed=0):
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    seg = np.zeros((n, 2, seg_size, seg_size), dtype=np.int64)
+    for i in range(n):
+        if i % 4 != 3:  # every fourth image carries no object label at all
+            seg[i, 0] = rng.integers(0, 4, size=(seg_size, seg_size))
+        if i % 5 != 4:  # image-level scene label on most images
+            seg[i, 1] = 4 + i % 2
+    return ProbeSet(pixels, np.arange(n) % 3, CLASSES, seg=seg, concepts=CONCEPTS, mean=(0.5,) * 3,
+                    std=(0.25,) * 3, source="seg-probe")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import CLASSES, TinyNet, batches, tiny_probe
+from helpers import CLASSES, TinyNet, batches, seg_probe, tiny_probe
 from torch import nn
 
 from recorder import Recorder, RunStore
@@ -85,18 +85,21 @@ def train(model, n_steps, recorder=None, every=10, seed=0):
     return model
 
 
-@pytest.mark.parametrize("batchnorm, dropout", [(True, 0.5), (False, 0.0)])
-def test_recording_never_changes_training(tmp_path, batchnorm, dropout):
+@pytest.mark.parametrize("batchnorm, dropout, make_probe", [
+    (True, 0.5, tiny_probe), (False, 0.0, tiny_probe), (True, 0.5, seg_probe)])
+def test_recording_never_changes_training(tmp_path, batchnorm, dropout, make_probe):
     torch.manual_seed(123)
     plain = train(TinyNet(batchnorm=batchnorm, dropout=dropout), 50)
     torch.manual_seed(123)
     model = TinyNet(batchnorm=batchnorm, dropout=dropout)
-    with Recorder(model, ["conv1", "block.conv", "fc"], probe=tiny_probe(), store=tmp_path / "r",
+    with Recorder(model, ["conv1", "block.conv", "fc"], probe=make_probe(), store=tmp_path / "r",
                   every=10, progress=False) as rec:
         train(model, 50, rec)
     for (name, a), (_, b) in zip(plain.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), name
-    assert RunStore.open(tmp_path / "r").steps.tolist() == [0, 10, 20, 30, 40, 49]
+    run = RunStore.open(tmp_path / "r")
+    assert run.steps.tolist() == [0, 10, 20, 30, 40, 49]
+    assert run.layer("conv1").has("iou") == (make_probe is seg_probe)
 
 
 def test_online_window_sums_equal_per_batch_brute_force(tmp_path):
