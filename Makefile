@@ -22,9 +22,12 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
 
+# Trains the built-in regularization sweep into runs/demo (about 5-7 minutes on
+# 2 cores; finished runs are kept), prints its report, then serves the viewer.
 demo: $(VENV)/.installed
-	$(PY) -m training demo --out runs/demo
-	$(PY) -m recorder info runs/demo/tiny
+	$(PY) -m training sweep --preset demo
+	$(PY) -m training report runs/demo
+	$(PY) -m viewer runs/demo
 
 bench: $(VENV)/.installed
 	$(PY) bench/record_overhead.py

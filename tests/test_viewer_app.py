@@ -1,0 +1,99 @@
+"""viewer.app: the app factory, served through Flask's test client (no browser)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from viewer.app import create_app
+from viewer.synthetic import SyntheticRun
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    SyntheticRun(layers={"fc": 6}, checkpoints=3, map_size=3).write(root / "sweep" / "a")
+    app = create_app(root, warm=False)
+    return app.server.test_client()
+
+
+def dependencies(client) -> list[dict]:
+    return client.get("/_dash-dependencies").get_json()
+
+
+def call(client, output_contains: str, inputs: list, state=(), changed=None) -> dict:
+    """POST one callback the way the renderer does; returns the JSON response."""
+    dep = next(d for d in dependencies(client) if output_contains in d["output"])
+    outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
+               for o in dep["output"].strip(".").split("...")]
+    body = {"output": dep["output"], "outputs": outputs if len(outputs) > 1 else outputs[0],
+            "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
+            "state": [{"id": i, "property": p, "value": v} for i, p, v in state],
+            "changedPropIds": changed or [f"{inputs[0][0]}.{inputs[0][1]}"]}
+    response = client.post("/_dash-update-component", json=body)
+    assert response.status_code in (200, 204), response.data[:500]
+    return response.get_json() if response.status_code == 200 else {}
+
+
+def test_importing_reads_nothing_and_never_imports_torch():
+    code = ("import sys, viewer.app, viewer.__main__, viewer.views, viewer.synthetic; "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('training')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_serves_the_shell_assets_and_callbacks(client):
+    assert client.get("/").status_code == 200
+    layout = client.get("/_dash-layout").get_json()
+    assert "url" in json.dumps(layout) and "page" in json.dumps(layout)
+    js = client.get("/assets/tuneline.js")
+    assert js.status_code == 200 and b"renderMap" in js.data
+    outputs = " ".join(d["output"] for d in dependencies(client))
+    for needed in ("page.children", "map-data.data", "map-charts.data", "unit-panel.children", "cmp-data.data",
+                   "map-step-label.children", "map-hist.figure"):
+        assert needed in outputs
+
+
+@pytest.mark.parametrize("path", ["/assets/../data.py", "/assets/%2e%2e/data.py", "/assets/../../pyproject.toml"])
+def test_assets_do_not_leave_the_assets_folder(client, path):
+    response = client.get(path)
+    assert response.status_code == 404 or b"def " not in response.data
+
+
+@pytest.mark.parametrize("search", ["?run=../../../../etc/passwd", "?run=/etc/passwd",
+                                    "?run=..%2F..%2F..%2Fetc%2Fpasswd", "?run=sweep/a/../../../etc"])
+def test_a_path_in_the_url_is_an_unknown_run(client, search):
+    out = call(client, "page.children", [("url", "pathname", "/"), ("url", "search", search)])
+    text = json.dumps(out)
+    assert "unknown run" in text and "root:" not in text
+
+
+@pytest.mark.parametrize("run_id", ["../../../../etc", "/etc", "sweep/a/..", "%2e%2e", {"a": 1}, ["sweep/a"]])
+def test_a_path_as_run_value_is_refused(client, run_id):
+    out = call(client, "map-data.data",
+               [("map-run", "value", run_id), ("map-layer", "value", "fc"), ("map-by", "value", "true"),
+                ("map-metric", "value", "si"), ("map-n", "data", None)], state=[("map-t", "value", 0)])
+    response = out["response"]
+    assert response["map-data"]["data"] is None
+    assert "unknown run" in json.dumps(response["map-status"])
+
+
+def test_live_rows_keep_the_slider_position(client):
+    inputs = [("map-run", "value", "sweep/a"), ("map-layer", "value", "fc"), ("map-by", "value", "true"),
+              ("map-metric", "value", "si"), ("map-n", "data", 3)]
+    picked = call(client, "map-data.data", inputs, state=[("map-t", "value", 1)], changed=["map-run.value"])
+    assert picked["response"]["map-t"]["value"] == 2  # a newly picked run opens at its last checkpoint
+    assert picked["response"]["map-unit"]["data"] is None
+    live = call(client, "map-data.data", inputs, state=[("map-t", "value", 1)], changed=["map-n.data"])
+    assert "map-t" not in live["response"] or "value" not in live["response"]["map-t"]
+    assert live["response"]["map-t"]["max"] == 2
+
+
+def test_two_apps_in_one_process_each_get_callbacks(tmp_path):
+    a = create_app(tmp_path, warm=False)
+    b = create_app(tmp_path, warm=False)
+    for app in (a, b):
+        deps = app.server.test_client().get("/_dash-dependencies").get_json()
+        outputs = [d["output"] for d in deps]
+        assert len(outputs) == len(set(outputs)) and any("page.children" in o for o in outputs)

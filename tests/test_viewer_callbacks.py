@@ -1,0 +1,57 @@
+"""viewer.callbacks: what is registered, and that browser-side callbacks exist in the asset."""
+
+import re
+from pathlib import Path
+
+import pytest
+from dash import ClientsideFunction
+
+from viewer import callbacks
+from viewer.app import create_app
+
+ASSET = Path(callbacks.__file__).parent / "assets" / "tuneline.js"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    return create_app(tmp_path_factory.mktemp("empty"), warm=False)
+
+
+def test_every_clientside_function_is_defined_in_the_asset(app):
+    source = ASSET.read_text()
+    defined = set(re.findall(r"^\s{6}(\w+): function", source, flags=re.M))
+    used = {c["clientside_function"]["function_name"] for c in app._callback_list
+            if c.get("clientside_function")}
+    assert used == {"renderMap", "mapCursor", "togglePlay", "tick", "speed", "renderCompare", "compareCursor",
+                    "hoverData"}
+    assert used <= defined
+    assert all(c["clientside_function"]["namespace"] == "tuneline" for c in app._callback_list
+               if c.get("clientside_function"))
+
+
+def test_scrubbing_and_playing_never_call_the_server(app):
+    """Callbacks that read the slider while it moves, and the play loop, run in the browser."""
+    for cb in app._callback_list:
+        inputs = {f"{i['id']}.{i['property']}" for i in cb["inputs"]}
+        if {"map-t.drag_value", "cmp-t.drag_value", "map-interval.n_intervals",
+                "cmp-interval.n_intervals"} & inputs:
+            assert cb.get("clientside_function"), cb["output"]
+
+
+def test_server_callbacks_read_no_payload_from_the_page(app):
+    """The color payloads go to the page once; no server callback sends them back as state."""
+    for cb in app._callback_list:
+        if cb.get("clientside_function"):
+            continue
+        args = {f"{i['id']}.{i['property']}" for i in cb["inputs"] + cb["state"]}
+        assert not args & {"map-data.data", "cmp-data.data", "map-charts.data", "cmp-charts.data", "map-hover.data"}, \
+            cb["output"]
+
+
+def test_index():
+    assert [callbacks._index(v) for v in (3, 0, -2, None, "4", 2.5, True)] == [3, 0, 0, 0, 0, 0, 0]
+
+
+def test_clientside_function_reference():
+    ref = callbacks._js("tick")
+    assert isinstance(ref, ClientsideFunction) and ref.namespace == "tuneline"

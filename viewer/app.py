@@ -1,0 +1,58 @@
+"""The Dash app factory: `create_app(root)` serves the runs found below `root`.
+
+    from viewer.app import create_app
+    app = create_app("runs")
+    app.run(host="127.0.0.1", port=8050)
+
+Nothing is read at import time; `create_app` builds the registry (which searches
+the folder lazily), the layout and the callbacks. No module imports the app
+object: callbacks are registered with `dash.callback` by `viewer.callbacks.register`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import dash
+
+from viewer import callbacks
+from viewer.data import Registry, ViewError
+from viewer.layout import app_shell
+
+__all__ = ["create_app"]
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def _warm(registry: Registry) -> None:
+    """Compute the first run's default map in the background, so the first page paints fast."""
+    try:
+        entries = [e for e in registry.entries() if e.error is None]
+        if entries:
+            run = registry.run(entries[0].id)
+            if run.layers and run.n_committed:
+                registry.payload(entries[0].id, run.layers[0], "true", "si")
+                registry.hover(entries[0].id, run.layers[0])
+                registry.series(entries[0].id, "true", "si")
+                registry.detectors(entries[0].id, run.layers[0])
+    except (ViewError, OSError, KeyError, ValueError):
+        pass  # the page will say what is wrong
+
+
+def create_app(root: str | os.PathLike, *, warm: bool = True) -> dash.Dash:
+    """A Dash app serving the runs below folder `root` (which may be empty or not exist yet)."""
+    registry = Registry(root)
+    app = dash.Dash(
+        __name__, title="tuneline", assets_folder=str(ASSETS), suppress_callback_exceptions=True,
+        update_title=None, serve_locally=True)
+    app.layout = app_shell(str(registry.root))
+    app.server.config["TUNELINE_REGISTRY"] = registry
+    callbacks.register(registry)
+    # dash.callback registers into a process-wide list that the next app to start serving
+    # takes over; take it now, so that apps created one after another each get their own.
+    app._setup_server()  # noqa: SLF001
+    if warm:
+        threading.Thread(target=_warm, args=(registry,), name="tuneline-warm", daemon=True).start()
+    return app

@@ -1,0 +1,285 @@
+"""Synthetic runs with plausible tuning dynamics, for tests, screenshots and benchmarks.
+
+    from viewer.synthetic import SyntheticRun
+    SyntheticRun(layers={"conv3": 64, "conv4": 128}, checkpoints=24).write("runs/synth/base")
+
+    python -m viewer.synthetic runs/synth/base --layers conv3=64 conv4=128 --checkpoints 24
+
+Each unit is given a target class and an onset: its class means start flat and noisy,
+then, along a sigmoid in training progress, the target class's mean rises, so the
+unit's dominant class settles and its selectivity grows (deeper layers more so).
+A few units die, a few switch class half way. Every unit also has a target concept
+whose IoU rises past the detector threshold for about half of them (shallow layers:
+colors and textures; deep layers: objects and parts). Top-k images drift towards the
+target class, with a blob-shaped activation map each. Held-out accuracy rises.
+Everything is deterministic in `seed`; row t depends only on (seed, t), so a run can
+be written a few rows at a time (`append`), as a live training run would be.
+Writes through `recorder.store.RunWriter` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recorder.schema import Concept
+from recorder.store import RunWriter
+
+__all__ = ["CLASSES", "CONCEPTS", "SyntheticRun"]
+
+CLASSES = ["circle", "square", "triangle", "stripes", "ring", "cross", "dots", "checker", "diamond", "wave"]
+CONCEPTS = [Concept(n, "color") for n in ("red", "green", "blue", "yellow", "white")] + \
+    [Concept(n, "texture") for n in ("striped", "dotted", "checkered", "wavy")] + \
+    [Concept(n, "object") for n in ("disk", "box", "wedge", "loop", "plus", "rhombus")] + \
+    [Concept(n, "part") for n in ("corner", "edge", "center")] + \
+    [Concept(n, "scene") for n in ("light", "dark")]
+_DEPTH_AFFINITY = {"color": (1.0, 0.2), "texture": (0.8, 0.4), "object": (0.1, 1.0),
+                   "part": (0.3, 0.8), "scene": (0.2, 0.6)}  # (shallow, deep) weights
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class _Units:
+    """Fixed per-unit traits of one layer."""
+
+    target: np.ndarray  # [K] class
+    early: np.ndarray  # [K] class before a switch (== target for most)
+    onset: np.ndarray  # [K] progress in [0, 1] where tuning is half way
+    strength: np.ndarray  # [K] response gain of the target class
+    base: np.ndarray  # [K] baseline response
+    dead_from: np.ndarray  # [K] progress after which the unit is dead (inf: never)
+    concept: np.ndarray  # [K] target concept
+    peak_iou: np.ndarray  # [K]
+    iou_onset: np.ndarray  # [K]
+
+
+@dataclass
+class SyntheticRun:
+    """A generated run: `write(path)` it whole, or `append(writer, start, stop)` rows."""
+
+    layers: dict[str, int] = field(default_factory=lambda: {"conv3": 64, "conv4": 128})
+    checkpoints: int = 24
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    concepts: list[Concept] = field(default_factory=lambda: list(CONCEPTS))
+    per_class: int = 6  # probe images per class
+    thumb: int = 32  # thumbnail side (pixels)
+    topk: int = 4
+    map_size: int = 7  # side of the stored top-k activation maps; 0: no maps
+    every: int = 100  # steps between checkpoints
+    steps_per_epoch: int = 500
+    seed: int = 0
+    lean: bool = False  # probe arrays by true label and dissection only (benchmark size)
+    selectivity_gain: float = 1.0  # scales how strongly units tune to their class
+    detector_gain: float = 1.0  # scales the units' peak IoU with their concept
+    config: dict = field(default_factory=dict)  # stored as the run's config
+    name: str | None = None
+
+    def __post_init__(self):
+        rng = np.random.default_rng(self.seed)
+        self._units = {name: self._make_units(rng, k, depth)
+                       for depth, (name, k) in zip(self._depths(), self.layers.items())}
+        self._probe_labels = np.repeat(np.arange(len(self.classes)), self.per_class).astype(np.int32)
+        # where each probe image's shape is (fraction of the side): activation blobs sit on it
+        self._centers = np.random.default_rng([self.seed, 98]).uniform(0.35, 0.65, (len(self._probe_labels), 2))
+
+    # ------------------------------------------------------------ fixed traits
+
+    def _depths(self) -> list[float]:
+        n = len(self.layers)
+        return [i / (n - 1) if n > 1 else 1.0 for i in range(n)]
+
+    def _make_units(self, rng: np.random.Generator, k: int, depth: float) -> _Units:
+        c, p = len(self.classes), len(self.concepts)
+        target = rng.integers(0, c, k)
+        switch = rng.random(k) < 0.1
+        early = np.where(switch, rng.integers(0, c, k), target)
+        gain = 1.5 + 6.0 * depth
+        strength = gain * self.selectivity_gain * rng.beta(2.0, 3.0, k)
+        dead_from = np.where(rng.random(k) < 0.04, rng.uniform(0.1, 0.9, k), np.inf)
+        weights = np.array([(1 - depth) * _DEPTH_AFFINITY[cc.category][0] + depth * _DEPTH_AFFINITY[cc.category][1]
+                            for cc in self.concepts]) if p else np.zeros(0)
+        concept = rng.choice(p, k, p=weights / weights.sum()) if p else np.zeros(k, np.int64)
+        return _Units(target=target, early=early, onset=rng.uniform(0.05, 0.75, k), strength=strength,
+                      base=rng.lognormal(0.0, 0.4, k), dead_from=dead_from, concept=concept,
+                      peak_iou=self.detector_gain * rng.uniform(0.0, 0.12, k) * rng.uniform(0.5, 1.2, k),
+                      iou_onset=rng.uniform(0.1, 0.8, k))
+
+    # ------------------------------------------------------------------ rows
+
+    def step(self, t: int) -> int:
+        return t * self.every
+
+    def progress(self, t: int) -> float:
+        return t / max(1, self.checkpoints - 1)
+
+    def accuracy(self, t: int) -> float:
+        chance = 1.0 / max(1, len(self.classes))
+        x = self.progress(t)
+        noise = np.random.default_rng([self.seed, t, 7]).normal(0, 0.01)
+        return float(np.clip(chance + (0.9 - chance) * _sigmoid((x - 0.3) / 0.1) + noise, 0, 1))
+
+    def _class_means(self, u: _Units, x: float, rng: np.random.Generator) -> np.ndarray:
+        """[C, K] class means at progress x."""
+        c, k = len(self.classes), len(u.target)
+        g = _sigmoid((x - u.onset) / 0.08)
+        cls = np.where(x < u.onset + 0.1, u.early, u.target)
+        bump = np.zeros((c, k))
+        bump[cls, np.arange(k)] = u.strength * g
+        noise = rng.normal(0.0, 0.25 * (1.0 - 0.6 * x), (c, k))
+        mu = u.base * (1.0 + bump + noise)
+        mu = np.maximum(mu, 0.0) - 0.05 * u.base  # a ReLU-ish floor, slightly negative means
+        return np.where(x >= u.dead_from, 0.0, mu)
+
+    def layer_row(self, name: str, t: int) -> dict[str, np.ndarray]:
+        """Every array of layer `name` at checkpoint t."""
+        u = self._units[name]
+        layer_index = list(self.layers).index(name)
+        rng = np.random.default_rng([self.seed, t, layer_index])
+        x = self.progress(t)
+        c, k = len(self.classes), len(u.target)
+        mu = self._class_means(u, x, rng)
+        counts = np.full(c, self.per_class, dtype=np.int64)
+        row = {"sum_true": (mu * counts[:, None]).astype(np.float32), "count_true": counts}
+        g = _sigmoid((x - u.onset) / 0.08)
+        live = x < u.dead_from
+        si_like = u.strength * g / (2.0 + u.strength * g)
+        row["precision"] = np.where(live, np.clip(1.0 / c + (1 - 1.0 / c) * si_like + rng.normal(0, 0.05, k), 0, 1),
+                                    0.0).astype(np.float32)
+        if not self.lean:
+            acc = self.accuracy(t)
+            pred_counts = rng.multinomial(c * self.per_class, np.full(c, 1.0 / c)) if c else counts
+            mix = acc * mu + (1 - acc) * mu.mean(axis=0, keepdims=True)
+            row["sum_pred"] = (mix * pred_counts[:, None]).astype(np.float32)
+            row["count_pred"] = pred_counts
+            row["max_true"] = (mu * 1.8 + np.abs(rng.normal(0, 0.1, (c, k)))).astype(np.float32)
+            window = self._class_means(u, max(0.0, x - 0.5 / max(1, self.checkpoints - 1)), rng)
+            train_counts = rng.multinomial(32 * self.every, np.full(c, 1.0 / c)) if c else counts
+            row["train_sum"] = (window * train_counts[:, None]).astype(np.float32)
+            row["train_count"] = train_counts
+        row.update(self._dissection(u, x, rng, live))
+        return row
+
+    def _dissection(self, u: _Units, x: float, rng: np.random.Generator, live: np.ndarray) -> dict:
+        k, p, n = len(u.target), len(self.concepts), len(self._probe_labels)
+        g = _sigmoid((x - u.onset) / 0.08)
+        threshold = (u.base * (1.0 + u.strength * g)).astype(np.float32)
+        out = {"threshold": threshold}
+        if p:
+            iou = rng.uniform(0.0, 0.025, (k, p))
+            iou[np.arange(k), u.concept] += u.peak_iou * _sigmoid((x - u.iou_onset) / 0.1)
+            out["iou"] = np.where(live[:, None], iou, 0.0).astype(np.float16)
+        if self.topk:
+            # k distinct images per unit; those of the target class rise to the top as the unit tunes
+            score = rng.random((k, n)) + (self._probe_labels[None, :] == u.target[:, None]) * (0.2 + 1.5 * g[:, None])
+            index = np.argsort(-score, axis=1)[:, :self.topk]
+            value = np.sort(rng.uniform(1.0, 2.0, (k, self.topk)), axis=1)[:, ::-1] * threshold[:, None]
+            out["topk_index"] = index.astype(np.int32)
+            out["topk_value"] = value.astype(np.float32)
+            if self.map_size:
+                m = self.map_size
+                yy, xx = np.mgrid[0:m, 0:m]
+                centers = self._centers[index] * m - 0.5 + rng.normal(0, 0.4, (k, self.topk, 2))  # [K, k, 2]
+                cy, cx = centers[..., 0, None, None], centers[..., 1, None, None]
+                radius = rng.uniform(0.8, 1.8, (k, self.topk, 1, 1))
+                blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
+                maps = threshold[:, None, None, None] * (1.6 * blob + rng.uniform(0, 0.3, (k, self.topk, m, m)))
+                out["topk_map"] = maps.astype(np.float16)
+        return out
+
+    def row(self, t: int) -> dict:
+        """Arguments of `RunWriter.append` for checkpoint t."""
+        acc = self.accuracy(t)
+        x = self.progress(t)
+        metrics = {"heldout_accuracy": acc, "train_accuracy": min(1.0, acc + 0.05 * x),
+                   "loss": float(2.3 * math.exp(-3 * x) + 0.1)}
+        return {"step": self.step(t), "epoch": self.step(t) / self.steps_per_epoch, "metrics": metrics,
+                "layers": {name: self.layer_row(name, t) for name in self.layers}}
+
+    # ------------------------------------------------------------------ probe
+
+    def thumbs(self) -> np.ndarray:
+        """uint8 [N, thumb, thumb, 3]: a class-specific shape of a random color on a plain ground."""
+        s = self.thumb
+        rng = np.random.default_rng([self.seed, 99])
+        n = len(self._probe_labels)
+        yy, xx = np.mgrid[0:s, 0:s] / s
+        out = np.empty((n, s, s, 3), np.uint8)
+        for i, label in enumerate(self._probe_labels):
+            ground = rng.uniform(20, 90, 3) if rng.random() < 0.5 else rng.uniform(170, 235, 3)
+            color = rng.choice([[220, 50, 40], [40, 170, 60], [50, 90, 220], [230, 200, 40], [245, 245, 245]])
+            (cy, cx), r = self._centers[i], rng.uniform(0.2, 0.3)
+            mask = _shape_mask(self.classes[label] if label < len(self.classes) else "", yy - cy, xx - cx, r)
+            img = np.where(mask[..., None], color, ground) + rng.normal(0, 6, (s, s, 3))
+            out[i] = np.clip(img, 0, 255).astype(np.uint8)
+        return out
+
+    # ------------------------------------------------------------------ write
+
+    def open_writer(self, path) -> RunWriter:
+        path = Path(path)
+        return RunWriter.open(
+            path, classes=list(self.classes), concepts=list(self.concepts), layers=dict(self.layers),
+            probe={"source": "synthetic", "n_images": len(self._probe_labels), "fingerprint": f"synthetic-{self.seed}"},
+            run={"name": self.name or path.name, "config": {"seed": self.seed, **self.config}}, topk=self.topk)
+
+    def append(self, writer: RunWriter, start: int, stop: int) -> None:
+        """Append rows start .. stop-1 (and the probe, if not written yet)."""
+        if writer.n_committed == 0:
+            writer.write_probe(self.thumbs(), self._probe_labels)
+        for t in range(start, min(stop, self.checkpoints)):
+            row = self.row(t)
+            writer.append(row["step"], epoch=row["epoch"], wall_time=1.7e9 + 60.0 * t,
+                          metrics=row["metrics"], layers=row["layers"])
+
+    def write(self, path, rows: int | None = None) -> Path:
+        """Write the run (its first `rows` checkpoints, default all) to folder `path`."""
+        with self.open_writer(path) as writer:
+            self.append(writer, writer.n_committed, self.checkpoints if rows is None else rows)
+        return Path(path)
+
+
+def _shape_mask(kind: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+    ady, adx = np.abs(dy), np.abs(dx)
+    rr = np.hypot(dy, dx)
+    masks = {
+        "circle": rr < r,
+        "square": (ady < r * 0.85) & (adx < r * 0.85),
+        "triangle": (dy < r * 0.8) & (dy > -r) & (adx < (dy + r) * 0.6),
+        "stripes": (np.floor((dx + dy) * 12) % 2 == 0) & (rr < r * 1.6),
+        "ring": (rr < r) & (rr > r * 0.6),
+        "cross": ((ady < r * 0.25) & (adx < r)) | ((adx < r * 0.25) & (ady < r)),
+        "dots": (np.hypot((dy * 8) % 1 - 0.5, (dx * 8) % 1 - 0.5) < 0.3) & (rr < r * 1.6),
+        "checker": ((np.floor(dy * 10) + np.floor(dx * 10)) % 2 == 0) & (ady < r) & (adx < r),
+        "diamond": ady + adx < r,
+        "wave": (np.abs(dy - 0.1 * np.sin(dx * 30)) < r * 0.25) & (adx < r * 1.4),
+    }
+    return masks.get(kind, rr < r * 0.5)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m viewer.synthetic", description="Write a synthetic run.")
+    parser.add_argument("path", help="run folder to create (must not exist or be empty)")
+    parser.add_argument("--layers", nargs="+", default=["conv3=64", "conv4=128"], help="name=units ...")
+    parser.add_argument("--checkpoints", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lean", action="store_true", help="true-label and dissection arrays only")
+    args = parser.parse_args(argv)
+    layers = {}
+    for item in args.layers:
+        name, _, k = item.partition("=")
+        if not k.isdigit():
+            parser.error(f"--layers takes name=units, got {item!r}")
+        layers[name] = int(k)
+    SyntheticRun(layers=layers, checkpoints=args.checkpoints, seed=args.seed, lean=args.lean).write(args.path)
+    print(f"wrote {args.path}")
+
+
+if __name__ == "__main__":
+    main()
