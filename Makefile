@@ -26,7 +26,6 @@ test: $(VENV)/.installed
 # 2 cores; finished runs are kept), prints its report, then serves the viewer.
 demo: $(VENV)/.installed
 	$(PY) -m training sweep --preset demo
-	$(PY) -m training report runs/demo
 	$(PY) -m viewer runs/demo
 
 bench: $(VENV)/.installed

@@ -95,31 +95,42 @@ def time_steps(browser, url: str, steps: int) -> list[float]:
     return out
 
 
-def screenshots(folder: Path) -> None:
-    """The README's pictures of the three pages, from a small generated sweep."""
+def _write_sweep(root: Path) -> None:
+    layers = {"conv3": 128, "conv4": 256, "conv5": 384}
+    sweep = [("wd0", dict(seed=1), {"weight_decay": 0.0, "dropout": 0.0}),
+             ("wd5e-4", dict(seed=2, selectivity_gain=1.8, detector_gain=0.7),
+              {"weight_decay": 5e-4, "dropout": 0.0}),
+             ("wd5e-4_dropout", dict(seed=3, selectivity_gain=0.6, detector_gain=1.5),
+              {"weight_decay": 5e-4, "dropout": 0.5})]
+    for name, kw, config in sweep:
+        SyntheticRun(layers=layers, checkpoints=40, every=250, config=config, **kw).write(root / "sweep" / name)
+
+
+def screenshots(folder: Path, runs: Path | None = None) -> None:
+    """The README's pictures: of the demo sweep's runs in `runs` (run ids baseline, si-neg,
+    si-pos; layer conv4), or of generated runs when `runs` is None."""
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "runs"
-        layers = {"conv3": 128, "conv4": 256, "conv5": 384}
-        sweep = [("wd0", dict(seed=1), {"weight_decay": 0.0, "dropout": 0.0}),
-                 ("wd5e-4", dict(seed=2, selectivity_gain=1.8, detector_gain=0.7),
-                  {"weight_decay": 5e-4, "dropout": 0.0}),
-                 ("wd5e-4_dropout", dict(seed=3, selectivity_gain=0.6, detector_gain=1.5),
-                  {"weight_decay": 5e-4, "dropout": 0.5})]
-        for name, kw, config in sweep:
-            SyntheticRun(layers=layers, checkpoints=40, every=250, config=config, **kw).write(root / "sweep" / name)
+        if runs is not None:
+            root, main, layer, compare = runs, "baseline", "conv4", "baseline,si-neg,si-pos"
+        else:
+            root, main, layer = Path(tmp) / "runs", "sweep/wd5e-4", "conv4"
+            compare = "sweep/wd0,sweep/wd5e-4,sweep/wd5e-4_dropout"
+            _write_sweep(root)
         with serve(root) as url, chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 860})
-            page.goto(f"{url}/?run=sweep/wd5e-4&layer=conv4")
-            wait_painted(page)
+            page.goto(f"{url}/?run={main}&layer={layer}")
+            n_checkpoints = wait_painted(page)["T"]
+            back = min(12, n_checkpoints // 4)  # a little before the end of training
             page.keyboard.press("End")
-            for _ in range(12):
+            for _ in range(back):
                 page.keyboard.press("ArrowLeft")
-            wait_painted(page, t=27)
+            target = n_checkpoints - 1 - back
+            wait_painted(page, t=target)
             page.wait_for_selector("#map-acc .main-svg")
             time.sleep(1.0)
             page.click("text=by class")
-            wait_painted(page, t=27)
+            wait_painted(page, t=target)
             page.mouse.click(5, 400)
             time.sleep(0.5)
             page.screenshot(path=folder / "viewer_map.png")
@@ -130,7 +141,7 @@ def screenshots(folder: Path) -> None:
             page.mouse.move(5, 5)  # no tooltip in the picture
             time.sleep(1.0)
             page.locator("#unit-panel").screenshot(path=folder / "viewer_unit.png")
-            page.goto(f"{url}/compare?runs=sweep/wd0,sweep/wd5e-4,sweep/wd5e-4_dropout&layer=conv5")
+            page.goto(f"{url}/compare?runs={compare}&layer={layer}")
             wait_painted(page, "cmp-canvas-2")
             page.click("text=fraction of training")
             page.wait_for_function("document.getElementById('cmp-step-label').innerText.includes('%')")
@@ -152,9 +163,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="slider steps timed; the median is reported")
     parser.add_argument("--root", type=Path, help="where to keep the generated run (default: a temporary folder)")
     parser.add_argument("--screenshots", type=Path, help="write the README's screenshots here and exit")
+    parser.add_argument("--runs", type=Path, help="with --screenshots: the demo sweep's folder (e.g. runs/demo)")
     args = parser.parse_args()
     if args.screenshots:
-        screenshots(args.screenshots)
+        screenshots(args.screenshots, args.runs)
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or Path(tmp)
