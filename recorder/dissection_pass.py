@@ -2,8 +2,8 @@
 
     layer = LayerDissection(n_units=512, map_size=(7, 7), n_images=len(probe), q=0.005, topk=8,
                             concept_category=cats, n_categories=2)
-    for first, spatial_max, maps in pass_one:       # (B, K), (B, K, h, w)
-        layer.observe(first, spatial_max, maps)
+    for first, mean, spatial_max, maps in pass_one: # (B, K), (B, K), (B, K, h, w)
+        layer.observe(first, mean, spatial_max, maps)
     layer.finish_thresholds()                       # all-reduce; T_k exact (1 - q) quantiles
     for maps, seg in pass_two:                      # (B, K, h, w), (B, L, H, W)
         layer.count(maps, seg)
@@ -11,6 +11,9 @@
     arrays = layer.row_arrays()                     # threshold, iou, topk_index/value/map
 
 Every state is additive with one slot per rank, so merging ranks is one SUM each.
+A unit with a NaN or Inf anywhere in its maps (seen as a NaN response: `unit_responses`)
+gets a NaN threshold and NaN IoUs: no quantile of such values means anything (its top-k
+values are NaN where a spatial max is).
 """
 
 from __future__ import annotations
@@ -78,27 +81,35 @@ class LayerDissection:
         self.counts = None
         if concept_category is not None and len(concept_category):
             self.counts = IoUCounts(n_units, concept_category, n_categories, device)
+        self.not_finite = _NotFinite(n_units, device)
         self.thresholds: torch.Tensor | None = None
+        self._count_thresholds: torch.Tensor | None = None
 
-    def observe(self, first: int, spatial_max: torch.Tensor, maps: torch.Tensor) -> None:
-        """Pass one: a batch of images first.. with spatial max (B, K) and maps (B, K, h, w)."""
+    def observe(self, first: int, mean: torch.Tensor, spatial_max: torch.Tensor, maps: torch.Tensor) -> None:
+        """Pass one: a batch of images first.. with responses and spatial max (B, K) (NaN where
+        a map is not finite) and maps (B, K, h, w)."""
+        self.not_finite.add(mean)
         self.quantiles.add(maps)
         self.top.add(first, spatial_max, maps)
 
     def finish_thresholds(self) -> None:
+        self.not_finite.all_reduce()
         self.quantiles.all_reduce()
         self.top.all_reduce()
-        self.thresholds = self.quantiles.thresholds()
+        bad = self.not_finite.units()
+        self.thresholds = self.quantiles.thresholds().masked_fill(bad, float("nan"))
+        self._count_thresholds = self.thresholds.masked_fill(bad, float("inf"))  # no pixel is above
 
     def count(self, maps: torch.Tensor, seg: torch.Tensor) -> None:
         """Pass two: intersections and unions of the batch's masks with its labels."""
-        self.counts.add(maps, self.thresholds, seg)
+        self.counts.add(maps, self._count_thresholds, seg)
 
     def finish_counts(self) -> None:
         self.counts.all_reduce()
 
     def row_arrays(self) -> dict:
         index, value, maps = self.top.result()
+        bad = self.not_finite.units()
         row = {
             "threshold": self.thresholds.cpu().numpy(),
             "topk_index": index.to(torch.int32).cpu().numpy(),
@@ -106,5 +117,23 @@ class LayerDissection:
             "topk_map": maps.to(torch.float16).cpu().numpy(),
         }
         if self.counts is not None:
-            row["iou"] = self.counts.iou().to(torch.float16).cpu().numpy()
+            iou = self.counts.iou().masked_fill(bad[:, None], float("nan"))
+            row["iou"] = iou.to(torch.float16).cpu().numpy()
         return row
+
+
+class _NotFinite(_Additive):
+    """How many images had a NaN or Inf in each unit's map: `count` int64 (K,)."""
+
+    _state = ("count",)
+
+    def __init__(self, n_units: int, device: torch.device | str = "cpu"):
+        self.count = torch.zeros(n_units, dtype=torch.int64, device=device)
+
+    def add(self, mean: torch.Tensor) -> None:
+        """Count a batch's responses (B, K): NaN where the map was not finite (no device sync)."""
+        self.count += torch.isnan(mean).sum(0).to(self.count.device)
+
+    def units(self) -> torch.Tensor:
+        """(K,) bool: the units that had a NaN or Inf anywhere."""
+        return self.count > 0

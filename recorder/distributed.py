@@ -2,6 +2,12 @@
 
     rank, world = rank_and_world()
     all_reduce([sums, counts])       # in place, SUM over ranks
+    agree(error, "in the probe pass at step 200")   # raise on every rank if one failed
+
+A rank that fails between two collectives must still take part in the next one, or
+its peers wait for it until the process group's timeout. `agree` is that meeting
+point: every rank calls it after local work that may fail and before the next
+collective, and every rank raises `RankFailedError` naming the failed ranks.
 """
 
 from __future__ import annotations
@@ -10,6 +16,10 @@ from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
+
+
+class RankFailedError(RuntimeError):
+    """A rank failed during work that every rank does together; raised on every rank."""
 
 
 def is_distributed() -> bool:
@@ -22,6 +32,12 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _flag_device(device: torch.device | str) -> torch.device | str:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def all_reduce(tensors: Iterable[torch.Tensor]) -> None:
     """Sum every tensor in place over all ranks."""
     if not is_distributed():
@@ -30,12 +46,40 @@ def all_reduce(tensors: Iterable[torch.Tensor]) -> None:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
+def failed_ranks(ok: bool, device: torch.device | str = "cpu") -> list[int]:
+    """The ranks where `ok` is False (a collective: every rank must call it)."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return [] if ok else [0]
+    flags = torch.zeros(world, dtype=torch.int64, device=_flag_device(device))
+    flags[rank] = 0 if ok else 1
+    dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+    return flags.nonzero().flatten().tolist()
+
+
 def all_ranks_ok(ok: bool, device: torch.device | str = "cpu") -> bool:
     """True when `ok` holds on every rank (a collective: every rank must call it)."""
+    return not failed_ranks(ok, device)
+
+
+def agree(error: Exception | None, what: str, device: torch.device | str = "cpu") -> None:
+    """Raise on every rank if `error` is set on any rank (a collective under DDP).
+
+    Without torch.distributed, `error` itself is raised. Under it, the rank that
+    failed raises `RankFailedError` with its error chained, and the other ranks raise
+    `RankFailedError` naming the failed ranks, so that no rank waits for a peer that
+    will never reach the next collective.
+    """
     if not is_distributed():
-        return ok
-    if dist.get_backend() == "nccl":
-        device = torch.device("cuda", torch.cuda.current_device())
-    flag = torch.tensor([0 if ok else 1], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
-    return int(flag.item()) == 0
+        if error is not None:
+            raise error
+        return
+    failed = failed_ranks(error is None, device)
+    if not failed:
+        return
+    ranks = ", ".join(map(str, failed))
+    noun = "rank" if len(failed) == 1 else "ranks"
+    if error is not None:
+        raise RankFailedError(f"{noun} {ranks} failed {what}: {type(error).__name__}: {error}") from error
+    raise RankFailedError(f"{noun} {ranks} failed {what}; rank {dist.get_rank()} stops too "
+                          f"(the error of rank {failed[0]} tells why)")

@@ -53,7 +53,8 @@ def unit_responses(output: Any, layer: str, with_max: bool = True):
 
     Returns `(mean, max)`, each float32 `[B, K]` (`max` is None unless `with_max`):
     conv `[B, K, H, W]` -> spatial mean and spatial max; linear `[B, K]` -> the value
-    itself (both); tokens `[B, T, K]` -> mean and max over tokens.
+    itself (both); tokens `[B, T, K]` -> mean and max over tokens. A response that is
+    not finite (a NaN or an Inf in the output) is NaN.
     """
     if not torch.is_tensor(output):
         raise ValueError(
@@ -66,15 +67,22 @@ def unit_responses(output: Any, layer: str, with_max: bool = True):
     x = x.float()
     if x.dim() == 4:  # (B, K, H, W)
         flat = x.flatten(2)  # (B, K, H*W)
-        return flat.mean(2), (flat.amax(2) if with_max else None)
-    if x.dim() == 2:  # (B, K)
-        return x, (x if with_max else None)
-    if x.dim() == 3:  # (B, T, K)
-        return x.mean(1), (x.amax(1) if with_max else None)
-    raise ValueError(
-        f"layer {layer!r} has output shape {tuple(x.shape)}; supported shapes are "
-        "[B, K, H, W] (conv), [B, K] (linear) and [B, T, K] (tokens)"
-    )
+        mean, top = flat.mean(2), (flat.amax(2) if with_max else None)
+    elif x.dim() == 2:  # (B, K)
+        mean, top = x, (x if with_max else None)
+    elif x.dim() == 3:  # (B, T, K)
+        mean, top = x.mean(1), (x.amax(1) if with_max else None)
+    else:
+        raise ValueError(
+            f"layer {layer!r} has output shape {tuple(x.shape)}; supported shapes are "
+            "[B, K, H, W] (conv), [B, K] (linear) and [B, T, K] (tokens)"
+        )
+    return _nan_if_not_finite(mean), (None if top is None else _nan_if_not_finite(top))
+
+
+def _nan_if_not_finite(x: torch.Tensor) -> torch.Tensor:
+    """NaN where `x` is NaN or +-Inf (elementwise, no device sync)."""
+    return x.masked_fill(~torch.isfinite(x), float("nan"))
 
 
 class LayerHooks:

@@ -79,8 +79,9 @@ class RecorderCallback(pl.Callback):
         log_metrics: names in `trainer.callback_metrics` (e.g. "val_acc") stored as
             `metrics/<name>` in the next row after each validation.
         **recorder_kwargs: the remaining `Recorder` arguments (`classes`, `batch_size`,
-            `online`, `dissect`, `predict`, `run_name`, `config`, `progress`; `progress`
-            defaults to whether the Trainer shows a progress bar).
+            `online`, `dissect`, `predict`, `run_name`, `config`, `progress`, `device`;
+            `progress` defaults to whether the Trainer shows a progress bar, `device` to
+            the module's device, followed when Lightning moves it).
     """
 
     def __init__(

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from recorder import metrics
 from recorder.accumulators import ClassSums, ImageResponses, Predictions
 from recorder.dissection_pass import LayerDissection
-from recorder.distributed import rank_and_world
+from recorder.distributed import agree, rank_and_world
 from recorder.hooks import LayerHooks, unit_responses
 
 
@@ -65,7 +65,8 @@ def default_predict(output) -> torch.Tensor:
 class _Capture:
     """Hook callback keeping the responses (and the maps of `keep_maps` layers) per batch."""
 
-    def __init__(self, with_max: bool = True, keep_maps: Sequence[str] = ()):
+    def __init__(self, device: torch.device, with_max: bool = True, keep_maps: Sequence[str] = ()):
+        self.device = device  # of the accumulators: a layer of a model split over devices may differ
         self.with_max = with_max
         self.keep_maps = set(keep_maps)
         self.batch: dict[str, tuple] = {}
@@ -77,9 +78,12 @@ class _Capture:
                 "that is called once per forward"
             )
         mean, spatial_max = unit_responses(output, name, self.with_max)
+        if mean.device != self.device:
+            mean = mean.to(self.device)
+            spatial_max = None if spatial_max is None else spatial_max.to(self.device)
         # a copy: a later in-place op (ReLU(inplace=True)) must not change the kept maps
-        maps = output.detach().float().clone() if name in self.keep_maps else None  # (B, K, h, w)
-        self.batch[name] = (mean, spatial_max, maps)
+        maps = output.detach().to(self.device, torch.float32, copy=True) if name in self.keep_maps else None
+        self.batch[name] = (mean, spatial_max, maps)  # maps (B, K, h, w)
 
     def take(self, layers: Sequence[str]) -> dict[str, tuple]:
         missing = [name for name in layers if name not in self.batch]
@@ -160,7 +164,7 @@ def run_probe_pass(
     batches = [slice(first, min(first + batch_size, stop)) for first in range(start, stop, batch_size)]
     map_bytes = (stop - start) * sum(4 * int(np.prod(shapes[name])) for name in map_layers)
     cache = {name: [] for name in map_layers} if with_iou and map_bytes <= cache_bytes else None
-    capture = _Capture(keep_maps=map_layers)
+    capture = _Capture(torch.device(device), keep_maps=map_layers)
     show = progress and rank == 0
 
     def forward(rows: slice):
@@ -168,7 +172,7 @@ def run_probe_pass(
         output = model(images)
         return output, capture.take(layers)
 
-    with LayerHooks(model, layers, capture):
+    def pass_one() -> None:
         for rows in tqdm(batches, desc=description, delay=1.0, leave=False, disable=not show):
             output, responses = forward(rows)
             for name in layers:
@@ -178,27 +182,48 @@ def run_probe_pass(
                                      f"{shapes[name][0]} when the run started")
                 per_image[name].add(rows, mean, spatial_max)
                 if name in dissections:
-                    dissections[name].observe(rows.start, spatial_max, maps)
+                    dissections[name].observe(rows.start, mean, spatial_max, maps)
                     if cache is not None:
                         cache[name].append(maps)
             predicted = predict(output)
             predicted = torch.where((predicted >= 0) & (predicted < len(probe.classes)), predicted, -1)
             preds.add(rows, predicted)
+
+    def pass_two() -> None:
+        for b, rows in enumerate(tqdm(batches, desc=description + " (IoU)", delay=1.0, leave=False,
+                                      disable=not show)):
+            maps = {name: cache[name][b] for name in map_layers} if cache is not None else {
+                name: response[2] for name, response in forward(rows)[1].items() if name in dissections}
+            seg = probe.seg_batch(range(rows.start, rows.stop)).to(device, non_blocking=True)
+            for name, dissection in dissections.items():
+                dissection.count(maps[name], seg)
+
+    with LayerHooks(model, layers, capture):
+        _local(pass_one, f"in the {description}", device)  # every rank, before the collectives
         for accumulator in (*per_image.values(), preds):
             accumulator.all_reduce()
         for dissection in dissections.values():
             dissection.finish_thresholds()
         if with_iou and dissections:
-            for b, rows in enumerate(tqdm(batches, desc=description + " (IoU)", delay=1.0, leave=False,
-                                          disable=not show)):
-                maps = {name: cache[name][b] for name in map_layers} if cache is not None else {
-                    name: response[2] for name, response in forward(rows)[1].items() if name in dissections}
-                seg = probe.seg_batch(range(rows.start, rows.stop)).to(device, non_blocking=True)
-                for name, dissection in dissections.items():
-                    dissection.count(maps[name], seg)
+            _local(pass_two, f"in the {description} (IoU)", device)
             for dissection in dissections.values():
                 dissection.finish_counts()
     return per_image, preds, dissections
+
+
+def _local(work: Callable[[], None], what: str, device: torch.device) -> None:
+    """Run this rank's share of work, then agree with every rank that it went well.
+
+    A rank whose forward raises still reaches the agreement, so every rank raises
+    (`RankFailedError` under DDP; the error itself in one process) instead of waiting
+    in the next all-reduce for a rank that will never come.
+    """
+    error = None
+    try:
+        work()
+    except Exception as exc:  # noqa: BLE001 - re-raised by agree() on every rank
+        error = exc
+    agree(error, what, device)
 
 
 def probe_row_arrays(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,10 +24,14 @@ import torch
 from torch import nn
 
 from recorder.accumulators import ClassSums
-from recorder.distributed import all_ranks_ok, all_reduce, rank_and_world
+from recorder.distributed import agree, all_ranks_ok, all_reduce, rank_and_world
 from recorder.hooks import LayerHooks, resolve_layers, unit_responses
 from recorder.probe_pass import default_predict, layer_shapes, observation_mode, probe_row_arrays, run_probe_pass
 from recorder.store import RunWriter
+
+
+# Row arrays that hold NaN only when a layer's activations did (not for classes without images).
+_NAN_ONLY_IF_NOT_FINITE = ("sum_true", "sum_pred", "train_sum", "threshold", "topk_value")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -36,9 +41,23 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    """The one device of the model's parameters and buffers (CPU if it has none)."""
+    devices = {tensor.device for tensor in (*model.parameters(), *model.buffers())}
+    if len(devices) > 1:
+        raise ValueError(
+            f"the model's parameters and buffers are on several devices "
+            f"({', '.join(sorted(map(str, devices)))}); pass device= to the Recorder: the device "
+            "its probe images go to (where the model takes its input)")
+    return devices.pop() if devices else torch.device("cpu")
+
+
+def _caller_stacklevel() -> int:
+    """`stacklevel` for a warning issued by the caller of this function that points at the
+    first frame outside the recorder package (the user's training loop)."""
+    here, frame, level = os.path.dirname(__file__), sys._getframe(1), 1
+    while frame is not None and os.path.dirname(frame.f_code.co_filename) == here:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _as_step(step, what: str) -> int:
@@ -64,6 +83,14 @@ class Recorder:
     mode) and runs a probe pass at its first call and whenever `step` crosses a
     multiple of `every`. Each row stores the probe pass and the online window since
     the previous row. `close()` adds a final row when `step()` saw a later step.
+
+    Reliability: a row that fails to be written (e.g. a full disk) is not committed,
+    and its online window is kept for the next row; NaN or Inf activations are
+    recorded as NaN with one RuntimeWarning per layer. Probe images go to `device`
+    (default: the device of the model's parameters, followed when the model moves).
+    Under DDP, a rank that fails in the probe pass makes every rank raise
+    `RankFailedError`; any other hang is bounded by the process group's timeout
+    (`init_process_group(timeout=...)`).
     """
 
     def __init__(
@@ -84,8 +111,10 @@ class Recorder:
         run_name: str | None = None,
         config: dict | None = None,
         progress: bool = True,
+        device: torch.device | str | None = None,
     ):
         self.check_arguments(store, every, quantile, topk, batch_size, probe, classes)
+        self._device = None if device is None else torch.device(device)
         self.model = _unwrap(model)
         self.layers = list(resolve_layers(self.model, layers))
         self.probe = probe
@@ -99,7 +128,7 @@ class Recorder:
         self._run_info = {"name": run_name or os.path.basename(os.path.normpath(self.store_path)),
                           "config": config or {}}
         self.rank, self.world = rank_and_world()
-        self.device = _model_device(self.model)
+        self.device = self._device or _model_device(self.model)
         self.units: dict[str, int] | None = None
         self._writer: RunWriter | None = None
         self._last_row_step: int | None = None
@@ -110,10 +139,17 @@ class Recorder:
         self._pending_metrics: dict[str, float] = {}
         self._epoch = math.nan
         self._closed = False
+        self._warned_not_finite: set[str] = set()
         self.shapes: dict[str, tuple] | None = None
         if probe is not None:
-            self.shapes = layer_shapes(self.model, probe, self.layers, self.device)
-            self._set_units({name: shape[0] for name, shape in self.shapes.items()})
+            shapes, error = None, None
+            try:
+                shapes = layer_shapes(self.model, probe, self.layers, self.device)
+            except Exception as exc:  # noqa: BLE001 - every rank raises it (agree)
+                error = exc
+            agree(error, "finding the recorded layers' output shapes", self.device)
+            self.shapes = shapes
+            self._set_units({name: self.shapes[name][0] for name in self.layers})  # in the order given
         self._hooks = None
         if online and self.classes:
             self._hooks = LayerHooks(self.model, self.layers, self._on_train_output)
@@ -212,6 +248,10 @@ class Recorder:
         if self._last_step_seen is not None and step <= self._last_step_seen:
             raise ValueError(f"step() got step {step}, not after the previous step {self._last_step_seen}; "
                              "steps must increase")
+        if self._last_row_step is not None and step <= self._last_row_step:
+            raise ValueError(f"step() got step {step}, not after the last recorded step {self._last_row_step} "
+                             f"of the run at {self.store_path!r}; steps must increase (resume training "
+                             "after that step, or record into a new store)")
         responses = self._take_pending()
         if labels is not None and self.online and self.classes:
             self._add_window(responses, labels, logits)
@@ -241,17 +281,29 @@ class Recorder:
             raise ValueError("nothing to record yet: with no probe, call step() with labels first")
         if epoch is not None:
             self._epoch = float(epoch)
-        self.device = _model_device(self.model)  # the model may have moved since
+        self._follow_model()
         layers = {name: {} for name in self.layers}
         row_metrics = dict(self._pending_metrics)
         if self.probe is not None:
             self._probe_rows(step, layers, row_metrics)
-        if self._window is not None and self.online:
+        with_window = self._window is not None and self.online
+        if with_window:
             self._window_rows(layers, row_metrics)
         row_metrics.update(metrics or {})
         self._write(step, layers, row_metrics)
+        if with_window and self.rank == 0:  # written: rank 0 starts a new window too
+            self._reset_window()
         self._last_row_step = step
         self._pending_metrics.clear()
+
+    def _follow_model(self) -> None:
+        """Move the online accumulators to the model's device if the model moved since."""
+        device = self._device or _model_device(self.model)
+        if device != self.device:
+            self.device = device
+            for window in (self._window or {}).values():
+                window.to_(device)
+            self._train_hits = self._train_hits.to(device)
 
     def _probe_rows(self, step: int, layers: dict, row_metrics: dict) -> None:
         with observation_mode(self.model):
@@ -260,37 +312,59 @@ class Recorder:
                 batch_size=self.batch_size, predict=self.predict, progress=self.progress,
                 description=f"probe pass @ step {step}", quantile=self.quantile, topk=self.topk,
                 dissect=self.dissect)
-        if self.rank != 0:
-            return
-        labels = self.probe.labels
-        for name in self.layers:
-            layers[name].update(probe_row_arrays(per_image[name], preds, labels, len(self.classes), self.topk))
-            if name in dissections:  # conv layers: top-k by the same streaming pass as their maps
-                layers[name].update(dissections[name].row_arrays())
-        if self.classes:
-            predicted = preds.labels().cpu()
-            row_metrics["probe_accuracy"] = float((predicted == labels).float().mean())
+
+        def row_arrays():
+            labels = self.probe.labels
+            for name in self.layers:
+                layers[name].update(probe_row_arrays(per_image[name], preds, labels, len(self.classes), self.topk))
+                if name in dissections:  # conv layers: top-k by the same streaming pass as their maps
+                    layers[name].update(dissections[name].row_arrays())
+            if self.classes:
+                predicted = preds.labels().cpu()
+                row_metrics["probe_accuracy"] = float((predicted == labels).float().mean())
+
+        self._on_rank0(row_arrays, f"rank 0 failed to build the row at step {step}")
 
     def _window_rows(self, layers: dict, row_metrics: dict) -> None:
+        """The online window's arrays (rank 0). Rank 0 keeps the merged sums until its row
+        is written, so that a failed write loses no training responses; the others restart."""
         for window in self._window.values():
             window.all_reduce()
         all_reduce([self._train_hits])
         if self.rank == 0:
             for name, window in self._window.items():
                 layers[name]["train_sum"] = window.sum.cpu().numpy().astype(np.float32)
-                layers[name]["train_count"] = window.count.cpu().numpy().copy()  # reset() below
+                layers[name]["train_count"] = window.count.cpu().numpy().copy()
             correct, seen = (int(v) for v in self._train_hits)
             if seen:
                 row_metrics["train_accuracy"] = correct / seen
+        else:
+            self._reset_window()
+
+    def _reset_window(self) -> None:
         for window in self._window.values():
             window.reset()
         self._train_hits.zero_()
 
+    def _warn_not_finite(self, step: int, layers: dict) -> None:
+        """One RuntimeWarning per layer, the first time its row holds NaN from NaN/Inf activations."""
+        bad = [name for name in self.layers if name not in self._warned_not_finite and any(
+            np.isnan(layers[name][key]).any() for key in _NAN_ONLY_IF_NOT_FINITE if key in layers[name])]
+        if bad:
+            self._warned_not_finite.update(bad)
+            names = ", ".join(map(repr, bad))
+            warnings.warn(f"Recorder: layer{'s' if len(bad) > 1 else ''} {names} produced NaN or Inf "
+                          f"activations (first seen in the row of step {step}); the statistics of the "
+                          "affected units are recorded as NaN. Training is not changed; this warning "
+                          "is not repeated for these layers.", RuntimeWarning, stacklevel=_caller_stacklevel())
+
     def _write(self, step: int, layers: dict, row_metrics: dict) -> None:
-        self._on_rank0(
-            lambda: self._writer.append(step, epoch=self._epoch, wall_time=time.time(),
-                                        metrics=row_metrics, layers=layers),
-            f"rank 0 failed to write the row at step {step} to {self.store_path!r}")
+        def write():
+            self._warn_not_finite(step, layers)  # first: a warning turned into an error writes no row
+            self._writer.append(step, epoch=self._epoch, wall_time=time.time(), metrics=row_metrics,
+                                layers=layers)
+
+        self._on_rank0(write, f"rank 0 failed to write the row at step {step} to {self.store_path!r}")
 
     def _on_rank0(self, action: Callable[[], None], failure: str) -> None:
         """Run `action` on rank 0; raise on every rank if it failed there."""

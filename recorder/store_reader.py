@@ -34,7 +34,7 @@ from recorder.schema import (
     Concept,
 )
 
-__all__ = ["LayerRecord", "NotARunError", "Run"]
+__all__ = ["LayerRecord", "NotARunError", "Run", "damaged"]
 
 RECORD = "record.zarr"  # the zarr group inside a run folder
 _REQUIRED_ATTRS = ("classes", "concepts", "probe", "layers", "units", "n_committed")
@@ -57,6 +57,20 @@ def resolve_zarr_path(path: str | os.PathLike) -> Path:
     if (path / "zarr.json").is_file():
         return path
     raise NotARunError(f"'{path}' is not a tuneline run: it has no {RECORD}")
+
+
+def damaged(zarr_path: Path, what: str, exc: BaseException) -> NotARunError:
+    """The error for a run store whose files cannot be read: names the unreadable
+    metadata files when there are any, else `what` and the cause."""
+    bad = []
+    for meta in sorted(Path(zarr_path).rglob("zarr.json")):
+        try:
+            if not isinstance(json.loads(meta.read_bytes()), dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as error:
+            bad.append(f"{meta.relative_to(zarr_path).as_posix()} ({error})")
+    cause = f"cannot parse {', '.join(bad)}" if bad else f"cannot read {what}: {type(exc).__name__}: {exc}"
+    return NotARunError(f"run store at '{zarr_path}' is damaged: {cause}")
 
 
 def read_root_attrs(zarr_path: Path) -> dict:
@@ -194,7 +208,10 @@ class Run:
         if arr is None or arr.shape[0] < min_rows:
             if not (self.zarr_path / key / "zarr.json").is_file():
                 return None
-            arr = zarr.open_array(store=self._store, path=key, mode="r", zarr_format=3)
+            try:
+                arr = zarr.open_array(store=self._store, path=key, mode="r", zarr_format=3)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                raise damaged(self.zarr_path, f"the metadata of array '{key}'", exc) from exc
             if arr.shape[0] < min_rows:
                 raise ValueError(
                     f"run store at '{self.zarr_path}' is damaged: array '{key}' has "
@@ -220,7 +237,7 @@ class Run:
             arr = self._open_array(key, n)
             if arr is None:
                 return None
-            new = np.asarray(arr[start:n])
+            new = self._rows(arr, key, slice(start, n))
             data = new if start == 0 else np.concatenate([cached, new])
             self._data[key] = _read_only(data)
             return data
@@ -241,7 +258,14 @@ class Run:
             arr = self._open_array(key, n)
             if arr is None:
                 raise KeyError(f"run '{self.name}' has no array '{key}'")
-            return np.asarray(arr[t])
+            return self._rows(arr, key, t)
+
+    def _rows(self, arr: zarr.Array, key: str, rows: slice | int) -> np.ndarray:
+        try:
+            return np.asarray(arr[rows])
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:  # a chunk that does not decode
+            where = f"rows {rows.start}..{rows.stop - 1}" if isinstance(rows, slice) else f"row {rows}"
+            raise damaged(self.zarr_path, f"{where} of array '{key}'", exc) from exc
 
     def _root(self, name: str, dtype) -> np.ndarray:
         data = self.read(name)

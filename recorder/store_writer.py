@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -33,7 +34,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from recorder.schema import LAYER_ARRAYS, METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS, SCHEMA, ArraySpec, Concept
-from recorder.store_reader import RECORD, NotARunError, read_root_attrs
+from recorder.store_reader import RECORD, NotARunError, damaged, read_root_attrs
 
 __all__ = ["RunMismatchError", "RunWriter", "StoreWriteError"]
 
@@ -101,6 +102,14 @@ def _concept_dict(c, i: int) -> dict:
     if not isinstance(name, str) or not isinstance(category, str):
         raise ValueError(f"concepts[{i}] = {c!r} is not a Concept(name, category)")
     return Concept(name, category).to_dict()
+
+
+def _interrupted_creation(zarr_path: Path) -> bool:
+    """Whether `zarr_path` is a folder without root metadata that holds no file but the
+    temporary files of `_atomic_put`: what a crash during the creation of a run leaves."""
+    if not zarr_path.is_dir() or (zarr_path / "zarr.json").exists():
+        return False
+    return all(p.is_dir() or p.name.endswith(".partial") for p in zarr_path.rglob("*"))
 
 
 def _atomic_put(path: Path, data) -> None:
@@ -228,6 +237,8 @@ class RunWriter:
         attrs = cls._new_attrs(Path(path), classes, concepts, layers, probe, run, topk)
         folder = Path(path)
         zarr_path = folder / RECORD
+        if _interrupted_creation(zarr_path):  # killed before its root metadata was written
+            shutil.rmtree(zarr_path)
         if zarr_path.exists():
             stored = read_root_attrs(zarr_path)
             diffs = cls._differences(stored, attrs)
@@ -249,6 +260,10 @@ class RunWriter:
             writer._prepare()
         except OSError as exc:
             raise type(exc)(exc.errno, f"cannot write the run store at '{zarr_path}': {exc.strerror}") from exc
+        except NotARunError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:  # e.g. a zarr.json that does not parse
+            raise damaged(zarr_path, "its arrays", exc) from exc
         return writer
 
     @staticmethod

@@ -86,10 +86,21 @@ def route(registry: Registry, pathname: str | None, search: str | None):
         notice = f"unknown run {run_id[:80]!r}: showing another run instead"
         run_id = None
     if run_id is None:
-        run_id = readable[0] if readable else entries[0].id
+        run_id = _first_with_rows(registry, readable) or (readable[0] if readable else entries[0].id)
     controls = map_controls(registry, run_id, query.get("layer"), query.get("by"), query.get("metric"))
     unit = query.get("unit", "")
     return map_page(options, controls, notice, int(unit) if unit.isdigit() and len(unit) < 9 else None)
+
+
+def _first_with_rows(registry: Registry, run_ids: list[str]) -> str | None:
+    """The first of the runs that has committed checkpoints to show, if any."""
+    for run_id in run_ids:
+        try:
+            if registry.run(run_id).n_committed > 0:
+                return run_id
+        except ViewError:
+            continue
+    return None
 
 
 def map_controls(registry: Registry, run_id, layer=None, by=None, metric=None) -> dict:
