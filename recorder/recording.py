@@ -119,7 +119,8 @@ class Recorder:
         self.layers = list(resolve_layers(self.model, layers))
         self.probe = probe
         self.store_path = os.fspath(store)
-        self.every, self.quantile, self.topk, self.batch_size = every, quantile, topk, batch_size
+        self.every, self.quantile, self.batch_size = every, quantile, batch_size
+        self.topk = min(topk, len(probe)) if probe is not None else topk  # a probe may hold fewer images
         self.classes = list(probe.classes) if probe is not None else list(classes or [])
         self.online = online
         self.dissect = dissect

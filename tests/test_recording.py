@@ -261,3 +261,13 @@ def test_online_only_recorder_without_probe(tmp_path):
     assert run.steps.tolist() == [0, 2, 4]
     assert run.layer("block.conv").train_count.sum() == 5 * 8
     assert not run.layer("block.conv").has("sum_true")
+
+
+def test_probe_smaller_than_topk(tmp_path):
+    with Recorder(TinyNet(), ["conv1", "fc"], probe=tiny_probe(n=3), store=tmp_path / "r", topk=8,
+                  progress=False) as rec:
+        rec.record(0)
+    run = RunStore.open(tmp_path / "r")
+    assert run.topk == 3
+    assert run.layer("fc").topk_index.shape == (1, 3, 3)
+    assert sorted(run.layer("conv1").topk_index[0, 0].tolist()) == [0, 1, 2]
