@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recorder.probe import ProbeSet
@@ -34,6 +35,22 @@ def tiny_probe(n: int = 24, size: int = 8, seed: int = 0, classes=CLASSES) -> Pr
     labels = np.arange(n) % len(classes)
     return ProbeSet(pixels, labels, list(classes), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
                     source="tiny")
+
+
+def sgd_steps(model, data, rec=None, lr=0.01, rank=0, world=1, after_step=None):
+    """Plain SGD over (x, y) batches, each rank taking its share of every batch; `rec.step` after each."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for step, (x, y) in enumerate(data):
+        x, y = x[rank::world], y[rank::world]
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
+        opt.step()
+        opt.zero_grad()
+        if rec is not None:
+            rec.step(step, labels=y, logits=logits)
+        if after_step is not None:
+            after_step(step)
+    return model
 
 
 def batches(n_steps: int, batch: int = 8, size: int = 8, seed: int = 1, n_classes: int = 3):

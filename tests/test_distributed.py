@@ -4,8 +4,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
-from helpers import TinyNet, batches, tiny_probe
+from helpers import TinyNet, batches, sgd_steps, tiny_probe
 from torch.nn.parallel import DistributedDataParallel
 
 from recorder import Recorder, RunStore
@@ -15,14 +14,7 @@ LAYERS = ["conv1", "block.conv", "fc"]
 
 def train_and_record(model, store, rank=0, world=1):
     rec = Recorder(model, LAYERS, probe=tiny_probe(n=23), store=store, every=2, progress=False, batch_size=4)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    for step, (x, y) in enumerate(batches(4, batch=8)):
-        x, y = x[rank::world], y[rank::world]
-        logits = model(x)
-        F.cross_entropy(logits, y).backward()
-        opt.step()
-        opt.zero_grad()
-        rec.step(step, labels=y, logits=logits)
+    sgd_steps(model, batches(4, batch=8), rec, rank=rank, world=world)
     rec.close()
 
 

@@ -14,8 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
-from helpers import TinyNet, batches, tiny_probe
+from helpers import TinyNet, batches, sgd_steps, tiny_probe
 from torch.nn.parallel import DistributedDataParallel
 
 from recorder import Recorder, RunStore
@@ -61,15 +60,11 @@ def _worker(rank: int, world: int, init_file: str, store: str, out: str, mode: s
 
             original, store_writer._write_files = store_writer._write_files, write_files
         rec = Recorder(model, LAYERS, probe=tiny_probe(n=23), store=store, every=2, progress=False, batch_size=4)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        for step, (x, y) in enumerate(batches(6, batch=8)):
-            x, y = x[rank::world], y[rank::world]
-            logits = model(x)
-            F.cross_entropy(logits, y).backward()
-            opt.step()
-            opt.zero_grad()
-            rec.step(step, labels=y, logits=logits)
-            net.armed = mode == "probe pass"  # after the first row: the second probe pass fails
+
+        def arm(step):  # after the first row: the second probe pass fails
+            net.armed = mode == "probe pass"
+
+        sgd_steps(model, batches(6, batch=8), rec, rank=rank, world=world, after_step=arm)
         rec.close()
     except Exception as exc:  # noqa: BLE001 - reported to the test
         outcome = f"{type(exc).__name__}: {exc}"
@@ -104,7 +99,7 @@ def run_ranks(tmp_path: Path, mode: str) -> list[tuple[int, float, str]]:
 def test_a_rank_failing_in_the_probe_pass_stops_every_rank(tmp_path):
     """Rank 1's model raises in forward during the second probe pass (step 2)."""
     (code0, _, rank0), (code1, _, rank1) = run_ranks(tmp_path, "probe pass")
-    assert code0 == code1 == 1
+    assert code0 != 0 and code1 != 0  # 1, or SIGABRT when gloo is torn down under a failed peer
     assert rank0.startswith("RankFailedError: rank 1 failed in the probe pass @ step 2; rank 0 stops too"), rank0
     assert rank1 == ("RankFailedError: rank 1 failed in the probe pass @ step 2: "
                      "RuntimeError: simulated failure in forward"), rank1
@@ -114,7 +109,7 @@ def test_a_rank_failing_in_the_probe_pass_stops_every_rank(tmp_path):
 @pytest.mark.slow
 def test_a_rank_failing_while_the_recorder_is_made_stops_every_rank(tmp_path):
     (code0, _, rank0), (code1, _, rank1) = run_ranks(tmp_path, "construction")
-    assert code0 == code1 == 1
+    assert code0 != 0 and code1 != 0  # 1, or SIGABRT when gloo is torn down under a failed peer
     assert rank0.startswith("RankFailedError: rank 1 failed finding the recorded layers' output shapes"), rank0
     assert "RuntimeError: simulated failure in forward" in rank1, rank1
     assert not (tmp_path / "run").exists()
@@ -123,7 +118,7 @@ def test_a_rank_failing_while_the_recorder_is_made_stops_every_rank(tmp_path):
 @pytest.mark.slow
 def test_rank0_failing_to_write_a_row_stops_every_rank(tmp_path):
     (code0, _, rank0), (code1, _, rank1) = run_ranks(tmp_path, "write")
-    assert code0 == code1 == 1
+    assert code0 != 0 and code1 != 0  # 1, or SIGABRT when gloo is torn down under a failed peer
     assert "could not write row 1 (step 2)" in rank0 and "No space left on device" in rank0, rank0
     assert rank1.startswith("RuntimeError: rank 0 failed to write the row at step 2"), rank1
     assert RunStore.open(tmp_path / "run").steps.tolist() == [0]

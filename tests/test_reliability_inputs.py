@@ -16,8 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from helpers import CLASSES, CONCEPTS, TinyNet, batches, seg_probe, tiny_probe
+from helpers import CLASSES, CONCEPTS, TinyNet, batches, seg_probe, sgd_steps, tiny_probe
 from test_broden import make_broden
 from test_reliability_crash import committed_rows, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
@@ -305,15 +304,7 @@ class Poisoned(TinyNet):
 
 def train(model, rec=None, n_steps=6):
     torch.manual_seed(3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for step, (x, y) in enumerate(batches(n_steps)):
-        logits = model(x)
-        F.cross_entropy(logits, y).backward()
-        opt.step()
-        opt.zero_grad()
-        if rec is not None:
-            rec.step(step, labels=y, logits=logits)
-    return model
+    return sgd_steps(model, batches(n_steps), rec, lr=0.1)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
