@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import dash
+from dash.exceptions import DependencyException
 
 from viewer import callbacks
 from viewer.data import Registry, ViewError
@@ -41,6 +42,12 @@ def _warm(registry: Registry) -> None:
         pass  # the page will say what is wrong
 
 
+def _not_served(exc: DependencyException):
+    """A request for a script path Dash did not register (e.g. '../../etc/passwd'): a 404, not a
+    500 with a traceback in the log (Dash checks the path before reading any file)."""
+    return "Not found: the viewer serves only the scripts of its own page.", 404
+
+
 def create_app(root: str | os.PathLike, *, warm: bool = True) -> dash.Dash:
     """A Dash app serving the runs below folder `root` (which may be empty or not exist yet)."""
     registry = Registry(root)
@@ -49,6 +56,7 @@ def create_app(root: str | os.PathLike, *, warm: bool = True) -> dash.Dash:
         update_title=None, serve_locally=True)
     app.layout = app_shell(str(registry.root))
     app.server.config["TUNELINE_REGISTRY"] = registry
+    app.server.register_error_handler(DependencyException, _not_served)
     callbacks.register(registry)
     # dash.callback registers into a process-wide list that the next app to start serving
     # takes over; take it now, so that apps created one after another each get their own.
