@@ -258,7 +258,9 @@ class IoUCounts(_Additive):
         tol = (2 * high.clamp(min=0) + thresholds.abs()) * _ROUNDING
         crossing = (high > thresholds - tol) & carried.any(1, keepdim=True)
         images, units = crossing.nonzero(as_tuple=True)
-        if self.method == "runs":
+        if maps.shape[2:] == seg.shape[2:]:  # same size: bilinear upsampling is the identity
+            self._count_interpolated(maps, thresholds, seg, carried, images, units)
+        elif self.method == "runs":
             for start in range(0, images.numel(), _CHUNK_MAPS):
                 part = slice(start, start + _CHUNK_MAPS)
                 self._count_runs(maps, thresholds, tol, seg, carried, images[part], units[part])
@@ -317,8 +319,9 @@ class IoUCounts(_Additive):
 
     def _count_upsampled(self, maps, thresholds, seg, carried, images, units) -> None:
         size = seg.shape[2:]
-        up = F.interpolate(maps[images, units][:, None], size=size, mode="bilinear",
-                           align_corners=False)  # (n, 1, H, W)
+        up = maps[images, units][:, None]  # (n, 1, h, w)
+        if up.shape[2:] != size:
+            up = F.interpolate(up, size=size, mode="bilinear", align_corners=False)  # (n, 1, H, W)
         mask = up.reshape(images.numel(), -1) > thresholds[units][:, None]  # (n, H*W)
         which, pixels = mask.nonzero(as_tuple=True)
         area = torch.bincount(which, minlength=images.numel())  # (n,)

@@ -152,7 +152,7 @@ def run_probe_pass(
     rank, world = rank_and_world()
     per_image = {name: ImageResponses(n, shapes[name][0], device) for name in layers}
     preds = Predictions(n, device)
-    map_layers = [name for name in layers if len(shapes[name]) == 3]
+    map_layers = [name for name in layers if len(shapes[name]) == 3] if dissect else []
     with_iou = dissect and probe.has_seg and bool(probe.concepts)
     categories, n_categories = _concept_categories(probe, device) if with_iou else (None, 0)
     dissections = {

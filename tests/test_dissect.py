@@ -103,6 +103,21 @@ def test_iou_counts_equal_brute_force():
     assert inter.sum() > 0 and (counts.images_with_category.numpy() < n).all()
 
 
+def test_maps_at_the_segmentation_size_equal_brute_force():
+    # equal sizes: bilinear upsampling (align_corners=False) is the identity, taken as a shortcut
+    rng = np.random.default_rng(2)
+    n, k, size = 7, 4, (6, 6)
+    maps = rng.normal(size=(n, k, *size)).astype(np.float32)
+    seg = random_segs(rng, n, size)
+    thresholds = torch.tensor([np.quantile(maps[:, unit].ravel(), 0.8) for unit in range(k)], dtype=torch.float32)
+    counts = IoUCounts(k, torch.from_numpy(CATEGORY), N_CATEGORIES)
+    counts.add(torch.from_numpy(maps), thresholds, torch.from_numpy(seg))
+    inter, active, label, _ = brute_force(maps, thresholds.numpy(), seg, CATEGORY, N_CATEGORIES)
+    np.testing.assert_array_equal(counts.intersection.numpy(), inter)
+    np.testing.assert_array_equal(counts.active.numpy(), active)
+    assert inter.sum() > 0
+
+
 def dense_counts(maps, thresholds, seg, category, n_categories):
     """Every map upsampled, masks against one-hot labels: the shortcut's reference."""
     n, k = maps.shape[:2]
