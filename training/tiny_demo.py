@@ -1,6 +1,6 @@
 """A first run in a few seconds: a tiny CNN on generated blobs, recorded with `Recorder`.
 
-    python -m training demo --out runs/demo
+    python -m training tiny-demo --out runs/tiny
 
 Three classes of 16x16 images (a bright blob in the top half, the bottom half, or
 none) plus noise; the probe is a fixed held-out set of them.
@@ -46,8 +46,8 @@ def tiny_cnn() -> nn.Module:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training demo")
-    parser.add_argument("--out", default="runs/demo")
+    parser = argparse.ArgumentParser(prog="python -m training tiny-demo")
+    parser.add_argument("--out", default="runs/tiny")
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
