@@ -22,8 +22,6 @@ one concept id, so they need no special case. Readouts without torch are in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
@@ -43,7 +41,6 @@ __all__ = [
     "TopValues",
     "exact_quantile_thresholds",
     "threshold_accumulator",
-    "topk_maps",
 ]
 
 # Bilinear values are convex combinations of (at most 4 of) the map's values, computed
@@ -334,35 +331,3 @@ class IoUCounts(_Additive):
         union = self.active[:, self.concept_category] + self.label[None, :] - self.intersection
         iou = self.intersection.to(torch.float64) / union.clamp(min=1).to(torch.float64)
         return torch.where(union > 0, iou, 0.0).to(torch.float32)
-
-
-def topk_maps(maps: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
-              topk_index: torch.Tensor) -> torch.Tensor:
-    """Activation maps of each unit's top-k images, (K, k, h, w) float16, for mask overlays.
-
-        topk_maps(maps_all, topk_index)          # maps_all (N, K, h, w), topk_index (K, k)
-        topk_maps(fetch, topk_index)             # fetch(images (n,)) -> (n, K, h, w)
-
-    A callable is asked once, for the distinct images named in `topk_index` (sorted).
-    Entries of `topk_index` below 0 (no such image) give NaN maps.
-    """
-    topk_index = torch.as_tensor(topk_index, dtype=torch.int64)
-    if topk_index.dim() != 2:
-        raise ValueError(f"topk_index must have shape (K, k), got {tuple(topk_index.shape)}")
-    n_units = topk_index.shape[0]
-    valid = topk_index >= 0
-    if callable(maps):
-        images = topk_index[valid].unique()
-        fetched = maps(images)
-        rows = torch.searchsorted(images.to(fetched.device), topk_index.clamp(min=0).to(fetched.device))
-        rows = rows.clamp(max=max(images.numel() - 1, 0))
-    else:
-        fetched, rows = maps, topk_index.clamp(min=0).to(maps.device)
-    if fetched.dim() != 4 or fetched.shape[1] != n_units:
-        raise ValueError(f"maps must have shape (n, {n_units}, h, w), got {tuple(fetched.shape)}")
-    if fetched.shape[0] == 0:
-        return torch.full((n_units, topk_index.shape[1], *fetched.shape[2:]), float("nan"),
-                          dtype=torch.float16, device=fetched.device)
-    unit = torch.arange(n_units, device=fetched.device)[:, None]
-    out = fetched[rows, unit].to(torch.float16)  # (K, k, h, w)
-    return out.masked_fill(~valid.to(out.device)[:, :, None, None], float("nan"))

@@ -2,8 +2,8 @@
 
     with observation_mode(model):
         per_image, preds, dissections = run_probe_pass(model, probe, layers, shapes, device)
-    arrays = probe_row_arrays(per_image["layer4"], preds, probe.labels, n_classes=10, topk=8)
-    arrays.update(dissections["layer4"].row_arrays())   # conv layers: threshold, iou, topk maps
+    arrays = probe_row_arrays(per_image["layer4"], preds, probe.labels, n_classes=10)
+    arrays.update(dissections["layer4"].row_arrays())   # conv layers: threshold, iou, top-k with maps
 
 The pass runs in `eval()` under `no_grad`; `observation_mode` restores every module's
 train/eval flag and the Python, NumPy and torch RNG states afterwards.
@@ -65,9 +65,8 @@ def default_predict(output) -> torch.Tensor:
 class _Capture:
     """Hook callback keeping the responses (and the maps of `keep_maps` layers) per batch."""
 
-    def __init__(self, device: torch.device, with_max: bool = True, keep_maps: Sequence[str] = ()):
+    def __init__(self, device: torch.device, keep_maps: Sequence[str] = ()):
         self.device = device  # of the accumulators: a layer of a model split over devices may differ
-        self.with_max = with_max
         self.keep_maps = set(keep_maps)
         self.batch: dict[str, tuple] = {}
 
@@ -77,10 +76,9 @@ class _Capture:
                 f"layer {name!r} ran more than once in one forward pass; record a module "
                 "that is called once per forward"
             )
-        mean, spatial_max = unit_responses(output, name, self.with_max)
+        mean, spatial_max = unit_responses(output, name)
         if mean.device != self.device:
-            mean = mean.to(self.device)
-            spatial_max = None if spatial_max is None else spatial_max.to(self.device)
+            mean, spatial_max = mean.to(self.device), spatial_max.to(self.device)
         # a copy: a later in-place op (ReLU(inplace=True)) must not change the kept maps
         maps = output.detach().to(self.device, torch.float32, copy=True) if name in self.keep_maps else None
         self.batch[name] = (mean, spatial_max, maps)  # maps (B, K, h, w)
@@ -226,22 +224,23 @@ def _local(work: Callable[[], None], what: str, device: torch.device) -> None:
     agree(error, what, device)
 
 
+def topk_row_arrays(per_image: ImageResponses, topk: int) -> dict[str, np.ndarray]:
+    """Each unit's top-k probe images by spatial max (layers without maps; conv layers get
+    theirs, with the maps, from `LayerDissection.row_arrays`)."""
+    k = min(topk, per_image.max.shape[0])
+    top_values, top_index = torch.topk(per_image.max.T, k, dim=1)  # (K, k)
+    return {"topk_index": top_index.to(torch.int32).cpu().numpy(), "topk_value": top_values.cpu().numpy()}
+
+
 def probe_row_arrays(
     per_image: ImageResponses,
     preds: Predictions,
     labels: torch.Tensor,
     n_classes: int,
-    topk: int,
 ) -> dict[str, np.ndarray]:
-    """One layer's row of the run store from the whole probe's per-image responses."""
-    k = min(topk, per_image.max.shape[0])
-    top_values, top_index = torch.topk(per_image.max.T, k, dim=1)  # (K, k)
-    row = {
-        "topk_index": top_index.to(torch.int32).cpu().numpy(),
-        "topk_value": top_values.cpu().numpy(),
-    }
+    """One layer's per-class arrays of the run store from the whole probe's per-image responses."""
     if n_classes == 0:
-        return row
+        return {}
     labels = labels.to(per_image.mean.device)
     by_true = ClassSums(n_classes, per_image.mean.shape[1], per_image.mean.device)
     by_true.add(per_image.mean, labels)
@@ -251,7 +250,7 @@ def probe_row_arrays(
     by_pred.add(per_image.mean, preds.labels())
     sum_true, count_true = by_true.sum.cpu().numpy(), by_true.count.cpu().numpy()
     mu = metrics.class_means(sum_true, count_true)
-    row.update(
+    return dict(
         sum_true=sum_true.astype(np.float32),
         count_true=count_true,
         sum_pred=by_pred.sum.cpu().numpy().astype(np.float32),
@@ -261,4 +260,3 @@ def probe_row_arrays(
             per_image.mean.cpu().numpy(), labels.cpu().numpy(), metrics.dominant(mu), dead=metrics.is_dead(mu)
         ).astype(np.float32),
     )
-    return row

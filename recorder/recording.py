@@ -26,7 +26,8 @@ from torch import nn
 from recorder.accumulators import ClassSums
 from recorder.distributed import agree, all_ranks_ok, all_reduce, rank_and_world
 from recorder.hooks import LayerHooks, resolve_layers, unit_responses
-from recorder.probe_pass import default_predict, layer_shapes, observation_mode, probe_row_arrays, run_probe_pass
+from recorder.probe_pass import (default_predict, layer_shapes, observation_mode, probe_row_arrays, run_probe_pass,
+                                 topk_row_arrays)
 from recorder.store import RunWriter
 
 
@@ -317,9 +318,11 @@ class Recorder:
         def row_arrays():
             labels = self.probe.labels
             for name in self.layers:
-                layers[name].update(probe_row_arrays(per_image[name], preds, labels, len(self.classes), self.topk))
+                layers[name].update(probe_row_arrays(per_image[name], preds, labels, len(self.classes)))
                 if name in dissections:  # conv layers: top-k by the same streaming pass as their maps
                     layers[name].update(dissections[name].row_arrays())
+                else:
+                    layers[name].update(topk_row_arrays(per_image[name], self.topk))
             if self.classes:
                 predicted = preds.labels().cpu()
                 row_metrics["probe_accuracy"] = float((predicted == labels).float().mean())

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recorder.dissect import IoUCounts, TopValues, topk_maps
+from recorder.dissect import IoUCounts, TopValues
 from recorder.dissect_readout import best_concepts, unique_detectors
 
 # concepts (ids 1-based in seg): object 1-4, part 5-7, color 8-9, scene 10-11 (image-level)
@@ -267,23 +267,6 @@ def test_iou_counts_validation():
     with pytest.raises(ValueError, match="seg must hold integer concept ids"):
         counts.add(maps, thresholds, torch.zeros(2, 1, 8, 8))
     assert counts.iou().abs().sum() == 0  # nothing counted: IoU 0, not NaN
-
-
-def test_topk_maps_from_tensor_and_callable():
-    maps = torch.randn(6, 3, 2, 2)
-    index = torch.tensor([[5, 0], [2, -1], [2, 3]])
-    out = topk_maps(maps, index)
-    assert out.shape == (3, 2, 2, 2) and out.dtype == torch.float16
-    assert torch.equal(out[0, 0], maps[5, 0].half()) and torch.equal(out[2, 1], maps[3, 2].half())
-    assert torch.isnan(out[1, 1]).all()
-    asked = []
-
-    def fetch(images):
-        asked.append(images.tolist())
-        return maps[images]
-
-    assert torch.allclose(topk_maps(fetch, index), out, equal_nan=True)
-    assert asked == [[0, 2, 3, 5]]
 
 
 def test_best_concepts_and_unique_detectors_by_hand():
