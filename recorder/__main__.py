@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "info":
             print(info_text(Run.open(args.run)))
         else:
-            from recorder.export import export_hdf5
+            from recorder.store.export import export_hdf5
 
             print(export_hdf5(args.run, args.out))
     except (OSError, ValueError) as exc:  # missing path, not a run (NotARunError), unwritable out

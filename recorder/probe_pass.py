@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from recorder import metrics
 from recorder.accumulators import ClassSums, ImageResponses, Predictions
-from recorder.dissection_pass import LayerDissection
+from recorder.dissect.layer import LayerDissection
 from recorder.distributed import agree, rank_and_world
 from recorder.hooks import LayerHooks, unit_responses
 

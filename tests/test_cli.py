@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from recorder.store import RunStore
-from test_export import assert_h5_equals_run
+from test_store_export import assert_h5_equals_run
 from test_store import make_run
 
 

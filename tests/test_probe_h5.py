@@ -1,4 +1,4 @@
-"""recorder.probe_h5: HDF5 round trips of probe sets, on-disk layout, and read errors."""
+"""recorder.probe.h5: HDF5 round trips of probe sets, on-disk layout, and read errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recorder.probe import ProbeSet
-from recorder.probe_h5 import FORMAT
+from recorder.probe.h5 import FORMAT
 from recorder.schema import Concept
 
 MEAN = (0.485, 0.456, 0.406)

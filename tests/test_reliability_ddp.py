@@ -18,7 +18,7 @@ from helpers import TinyNet, batches, sgd_steps, tiny_probe
 from torch.nn.parallel import DistributedDataParallel
 
 from recorder import Recorder, RunStore
-from recorder import store_writer
+from recorder.store import writer as store_writer
 
 LAYERS = ["conv1", "block.conv", "fc"]
 GROUP_TIMEOUT = 300  # s: longer than JOIN_TIMEOUT, so that only the recorder's agreement can end the test

@@ -20,7 +20,7 @@ from test_reliability_crash import committed_rows, one_thread  # noqa: F401 (aut
 from test_store import make_run, open_writer, row_layers
 
 from recorder import Recorder, RunStore
-from recorder import store_writer
+from recorder.store import writer as store_writer
 from recorder.store import StoreWriteError
 
 LAYERS = ["conv1", "fc"]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import CLASSES, CONCEPTS, TinyNet, batches, seg_probe, sgd_steps, tiny_probe
-from test_broden import make_broden
+from test_probe_broden import make_broden
 from test_reliability_crash import committed_rows, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 

@@ -176,7 +176,7 @@ def test_find_and_is_run(tmp_path):
 
 
 def test_store_does_not_import_torch():
-    code = "import sys, recorder.store, recorder.export; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, recorder.store, recorder.store.export, recorder.metrics; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

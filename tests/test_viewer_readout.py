@@ -51,7 +51,7 @@ def test_payload_colors_are_hue_class_saturation_selectivity(run, by, metric):
 
 
 def test_hover_concepts_match_best_concepts(run):
-    from recorder.dissect_readout import best_concepts
+    from recorder.metrics import best_concepts
     p = {**readout.hover_payload(run, "rid", "fc"), "T": 9, "K": 24}
     assert p["key"] == readout.layer_payload(run, "rid", "fc")["hover_key"] == "rid|fc|9"
     concept = decode(p, "concept", "<u2")

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from recorder import metrics
-from recorder.dissect_readout import DETECTOR_MIN_IOU
+from recorder.metrics import DETECTOR_MIN_IOU
 from recorder.schema import GROUPINGS, SELECTIVITY_METRICS
 from recorder.store import Run
 
@@ -102,7 +102,7 @@ def concept_state(run: Run, layer: str, min_iou: float = DETECTOR_MIN_IOU) -> di
 
     {"concept": int64 [T, K] (argmax over concepts; -1 where no IoU was recorded),
     "iou": float32 [T, K] (best IoU, NaN where none), "detector": bool [T, K] (best IoU >
-    min_iou)}: Network Dissection's rule as in `recorder.dissect_readout.best_concepts`,
+    min_iou)}: Network Dissection's rule as in `recorder.metrics.best_concepts`,
     computed in float32 (the IoU is stored as float16) for speed.
     """
     rec = run.layer(layer)

@@ -17,7 +17,7 @@ its map bilinearly upsampled (`align_corners=False`) to the segmentation's size,
 carrying at least one label of c's category. `L_c(x)` is the set of pixels that any
 seg layer labels c. Image-level labels (scene, texture) are a seg layer filled with
 one concept id, so they need no special case. Readouts without torch are in
-`recorder.dissect_readout`.
+`recorder.metrics`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from recorder.accumulators import _Additive
-from recorder.quantile import (
+from recorder.dissect.quantile import (
     THRESHOLD_BUDGET_BYTES,
     TailSketch,
     TopValues,

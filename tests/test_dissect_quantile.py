@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from recorder.quantile import (
+from recorder.dissect.quantile import (
     TailSketch,
     TopValues,
     exact_quantile_thresholds,

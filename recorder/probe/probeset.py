@@ -359,25 +359,29 @@ class ProbeSet(torch.utils.data.Dataset):
         )
 
     def to_h5(self, path) -> None:
-        """Write the probe as HDF5 (see `recorder.probe_h5.write_h5` for the format)."""
-        from recorder.probe_h5 import write_h5
+        """Write the probe as HDF5 (see `recorder.probe.h5` for the format)."""
+        from recorder.probe.h5 import write_h5
 
-        write_h5(self, path)
+        h, w = self.image_size
+        pixels = self._pixels.numpy() if self.is_pixels else self.thumbnails(max_size=max(h, w))
+        write_h5(path, images=pixels, labels=self.labels.numpy(), classes=self.classes,
+                 concepts=[c.to_dict() for c in self.concepts], mean=self.mean, std=self.std,
+                 seg=self._seg.numpy() if self.has_seg else None)
 
     @classmethod
     def from_h5(cls, path) -> "ProbeSet":
-        """Read a probe written by `to_h5` (see `recorder.probe_h5.read_h5`)."""
-        from recorder.probe_h5 import read_h5
+        """Read a probe written by `to_h5` (see `recorder.probe.h5`)."""
+        from recorder.probe.h5 import read_h5
 
-        return read_h5(path)
+        return cls(**read_h5(path))
 
     @classmethod
     def from_broden(cls, root, categories=None, split=None, *,
                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)) -> "ProbeSet":
-        """Read a Broden folder of NetDissect (see `recorder.broden.read_broden`)."""
-        from recorder.broden import read_broden
+        """Read a Broden folder of NetDissect (see `recorder.probe.broden`)."""
+        from recorder.probe.broden import read_broden
 
-        return read_broden(root, categories, split, mean=mean, std=std)
+        return cls(**read_broden(root, categories, split, mean=mean, std=std))
 
 
 def _dataset_image(img, i: int) -> tuple[str, torch.Tensor]:

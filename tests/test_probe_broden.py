@@ -1,4 +1,4 @@
-"""recorder.broden.read_broden / ProbeSet.from_broden on a tiny Broden folder built here."""
+"""recorder.probe.broden through ProbeSet.from_broden on a tiny Broden folder built here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from recorder.broden import read_broden
 from recorder.probe import ProbeSet
 from recorder.schema import Concept
 
@@ -117,7 +116,7 @@ def test_concepts_images_and_labels(broden):
 
 
 def test_seg_layers_values_and_padding(broden):
-    probe = read_broden(broden[0])
+    probe = ProbeSet.from_broden(broden[0])
     seg = probe.seg_batch(range(4))
     assert seg.shape == (4, 4, SH, SW)  # L = 4: img0 has 1 object + 2 part PNGs + 1 scene id
     # img0: object, part, part, scene
@@ -153,7 +152,7 @@ def test_categories_filter(broden):
 
 
 def test_image_level_category_alone(broden):
-    probe = read_broden(broden[0], categories=["scene"])
+    probe = ProbeSet.from_broden(broden[0], categories=["scene"])
     assert [c.name for c in probe.concepts] == ["street", "beach"]
     seg = probe.seg_batch(range(4))
     assert seg.shape == (4, 2, SH, SW)
@@ -183,7 +182,7 @@ def test_seg_size_mismatch(broden):
     root = broden[0]
     write_seg(root / "images" / "img1_object_0.png", np.full((4, 4), 4))
     with pytest.raises(ValueError, match=r"img1_object_0\.png: segmentation is 4x4.*sh, sw = 8, 8"):
-        read_broden(root)
+        ProbeSet.from_broden(root)
 
 
 def test_unknown_category(broden):
@@ -193,14 +192,14 @@ def test_unknown_category(broden):
 
 def test_unknown_split(broden):
     with pytest.raises(ValueError, match=r"'test'.*\['train', 'val'\]"):
-        read_broden(broden[0], split="test")
+        ProbeSet.from_broden(broden[0], split="test")
 
 
 def test_label_outside_label_csv_in_png(broden):
     root = broden[0]
     write_seg(root / "images" / "img0_part_1.png", seg_map(left=999))
     with pytest.raises(ValueError, match=r"img0_part_1\.png: label id 999 is not in label\.csv"):
-        read_broden(root)
+        ProbeSet.from_broden(root)
 
 
 def test_label_outside_label_csv_in_index(broden):
@@ -208,7 +207,7 @@ def test_label_outside_label_csv_in_index(broden):
     text = (root / "index.csv").read_text().replace(",5;6", ",5;42")
     (root / "index.csv").write_text(text)
     with pytest.raises(ValueError, match=r"row 3 \(img1\.png\): label id 42 is not in label\.csv"):
-        read_broden(root)
+        ProbeSet.from_broden(root)
 
 
 def test_missing_files(broden):
@@ -216,17 +215,17 @@ def test_missing_files(broden):
     for name in ("img2_part_0.png", "img1.png"):  # img1 is read first, so check it last
         (root / "images" / name).unlink()
         with pytest.raises(FileNotFoundError, match=re.escape(str(root / "images" / name))):
-            read_broden(root)
+            ProbeSet.from_broden(root)
     (root / "label.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"label\.csv"):
-        read_broden(root)
+        ProbeSet.from_broden(root)
     (root / "index.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"index\.csv"):
-        read_broden(root)
+        ProbeSet.from_broden(root)
 
 
 def test_image_size_mismatch(broden):
     root = broden[0]
     Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(root / "images" / "img3.png")
     with pytest.raises(ValueError, match=r"img3\.png: image is 12x16.*ih, iw = 16, 16"):
-        read_broden(root)
+        ProbeSet.from_broden(root)

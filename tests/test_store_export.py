@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from recorder.export import export_hdf5
+from recorder.store.export import export_hdf5
 from recorder.schema import LAYER_ARRAYS
 from recorder.store import NotARunError, RunStore
 from test_store import LAYERS, make_run, open_writer

@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 
 from recorder.accumulators import _Additive
-from recorder.dissect import IoUCounts
-from recorder.quantile import threshold_accumulator
+from recorder.dissect.iou import IoUCounts
+from recorder.dissect.quantile import threshold_accumulator
 
 
 class TopMaps(_Additive):

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from recorder.dissect import IoUCounts, TopValues
-from recorder.dissect_readout import best_concepts, unique_detectors
+from recorder.metrics import best_concepts, unique_detectors
 
 # concepts (ids 1-based in seg): object 1-4, part 5-7, color 8-9, scene 10-11 (image-level)
 CATEGORY = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 3])

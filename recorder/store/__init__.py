@@ -5,8 +5,8 @@
     w = RunStore.writer("runs/demo/new", classes=[...], concepts=[...],
                         layers={"fc": 16}, probe={...})  # create or resume, then append
 
-Layout and contract: DESIGN.md, "Run store". Reading lives in `store_reader`
-(`Run`, `LayerRecord`), writing in `store_writer` (`RunWriter`); this module is the
+Layout and contract: DESIGN.md, "Run store". Reading lives in `reader`
+(`Run`, `LayerRecord`), writing in `writer` (`RunWriter`); this module is the
 public entry point and must not import torch.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from recorder.store_reader import RECORD, LayerRecord, NotARunError, Run, read_root_attrs, resolve_zarr_path
-from recorder.store_writer import RunMismatchError, RunWriter, StoreWriteError
+from recorder.store.reader import RECORD, LayerRecord, NotARunError, Run, read_root_attrs, resolve_zarr_path
+from recorder.store.writer import RunMismatchError, RunWriter, StoreWriteError
 
 __all__ = ["LayerRecord", "NotARunError", "Run", "RunMismatchError", "RunStore", "RunWriter", "StoreWriteError"]
 

@@ -34,7 +34,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from recorder.schema import LAYER_ARRAYS, METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS, SCHEMA, ArraySpec, Concept
-from recorder.store_reader import RECORD, NotARunError, damaged, read_root_attrs
+from recorder.store.reader import RECORD, NotARunError, damaged, read_root_attrs
 
 __all__ = ["RunMismatchError", "RunWriter", "StoreWriteError"]
 

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from helpers import CONCEPTS, TinyNet, seg_probe
 
 from recorder import Recorder, RunStore
-from recorder.dissection_pass import TopMaps
+from recorder.dissect.layer import TopMaps
 from recorder.probe_pass import observation_mode, run_probe_pass
 
 def brute_force_dissection(model, probe, layer, q, topk):

@@ -33,7 +33,6 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from recorder.probe import ProbeSet
 from recorder.schema import Concept
 
 __all__ = ["read_broden"]
@@ -173,8 +172,9 @@ def _shared_size(rows: list[dict], keys: tuple[str, str], row_no: list[int]) -> 
 
 
 def read_broden(root, categories=None, split=None, mean=(0.485, 0.456, 0.406),
-                std=(0.229, 0.224, 0.225)) -> ProbeSet:
-    """Read the Broden folder `root` as a `ProbeSet` (see the module docstring).
+                std=(0.229, 0.224, 0.225)) -> dict:
+    """Read the Broden folder `root` (see the module docstring): the keyword arguments of
+    `ProbeSet(images, labels, classes, seg=, concepts=, mean=, std=, source=)`.
 
     `categories`: names of index.csv category columns to load (default: all).
     `split`: keep only rows whose `split` column equals it (e.g. "train", "val").
@@ -229,6 +229,5 @@ def read_broden(root, categories=None, split=None, mean=(0.485, 0.456, 0.406),
                 seg[i, j] = lut[number]
             else:
                 seg[i, j] = _decode_png(images_dir / token, seg_size, lut)
-    return ProbeSet(
-        images, None, [], seg=seg, concepts=concepts, mean=mean, std=std, source=str(root)
-    )
+    return dict(images=images, labels=None, classes=[], seg=seg, concepts=concepts,
+                mean=mean, std=std, source=str(root))

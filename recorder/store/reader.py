@@ -22,7 +22,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from recorder import metrics
-from recorder.dissect_readout import DETECTOR_MIN_IOU, best_concepts, unique_detectors
+from recorder.metrics import DETECTOR_MIN_IOU, best_concepts, unique_detectors
 from recorder.schema import (
     GROUPINGS,
     LAYER_ARRAYS,

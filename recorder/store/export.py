@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from recorder.schema import LAYER_ARRAYS, METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS
-from recorder.store_reader import Run
+from recorder.store.reader import Run
 
 __all__ = ["export_hdf5"]
 

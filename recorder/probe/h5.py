@@ -26,31 +26,29 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from recorder.probe import ProbeSet
-
 __all__ = ["FORMAT", "read_h5", "write_h5"]
 
 FORMAT = "tuneline.probe/1"
 
 
-def write_h5(probe: ProbeSet, path) -> None:
-    """Write `probe` to the HDF5 file `path` (overwritten when it exists)."""
-    h, w = probe.image_size
-    if probe.is_pixels:
-        pixels = probe._pixels.numpy()
-    else:
-        pixels = probe.thumbnails(max_size=max(h, w))
+def write_h5(path, *, images: np.ndarray, labels: np.ndarray, classes: list[str], concepts: list[dict],
+             mean, std, seg: np.ndarray | None = None) -> None:
+    """Write probe arrays to the HDF5 file `path` (overwritten when it exists).
+
+    `images` uint8 `[N, H, W, 3]`, `labels` int `[N]`, `seg` int `[N, L, h, w]` or None,
+    `concepts` as `{name, category}` dicts.
+    """
+    h, w = images.shape[1:3]
     with h5py.File(path, "w") as f:
         f.attrs["format"] = FORMAT
-        f.attrs["classes"] = json.dumps(probe.classes)
-        f.attrs["concepts"] = json.dumps([c.to_dict() for c in probe.concepts])
-        f.attrs["mean"] = np.asarray(probe.mean, dtype=np.float64)
-        f.attrs["std"] = np.asarray(probe.std, dtype=np.float64)
-        f.create_dataset("images", data=pixels, chunks=(1, h, w, 3))
-        f.create_dataset("labels", data=probe.labels.numpy().astype(np.int32))
-        if probe.has_seg:
-            seg = probe._seg.numpy()
-            dtype = np.uint16 if len(probe.concepts) <= np.iinfo(np.uint16).max else np.int32
+        f.attrs["classes"] = json.dumps(list(classes))
+        f.attrs["concepts"] = json.dumps(list(concepts))
+        f.attrs["mean"] = np.asarray(mean, dtype=np.float64)
+        f.attrs["std"] = np.asarray(std, dtype=np.float64)
+        f.create_dataset("images", data=images, chunks=(1, h, w, images.shape[-1]))
+        f.create_dataset("labels", data=np.asarray(labels).astype(np.int32))
+        if seg is not None:
+            dtype = np.uint16 if len(concepts) <= np.iinfo(np.uint16).max else np.int32
             f.create_dataset(
                 "seg", data=seg.astype(dtype), chunks=(1, *seg.shape[1:]), compression="gzip"
             )
@@ -61,8 +59,9 @@ def _attr(f: h5py.File, name: str, default):
     return value.decode() if isinstance(value, bytes) else value
 
 
-def read_h5(path) -> ProbeSet:
-    """Read a probe written by `write_h5`; `source` is the path."""
+def read_h5(path) -> dict:
+    """The arrays of a probe file written by `write_h5`: the keyword arguments of
+    `ProbeSet(images, labels, classes, seg=, concepts=, mean=, std=, source=)`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"probe file {str(path)!r} does not exist")
@@ -95,6 +94,5 @@ def read_h5(path) -> ProbeSet:
         std = f.attrs.get("std", (1.0, 1.0, 1.0))
     if seg is not None and seg.dtype == np.uint16:
         seg = seg.astype(np.int32)  # torch has no general uint16 support
-    return ProbeSet(
-        images, labels, classes, seg=seg, concepts=concepts, mean=mean, std=std, source=str(path)
-    )
+    return dict(images=images, labels=labels, classes=classes, seg=seg, concepts=concepts,
+                mean=mean, std=std, source=str(path))
