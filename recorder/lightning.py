@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,10 +18,10 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 
 from recorder.hooks import UnknownLayerError
+from recorder.options import RecorderOptions
 from recorder.recording import Recorder
 
-_OWN = ("model", "layers", "probe", "store", "every", "quantile", "topk")
-RECORDER_KWARGS = tuple(name for name in inspect.signature(Recorder).parameters if name not in _OWN)
+RECORDER_KWARGS = RecorderOptions.names()  # the Recorder's arguments after `layers`
 DEFAULT_STORE = "recorder"  # under trainer.default_root_dir when store=None
 
 
@@ -78,20 +77,16 @@ class RecorderCallback(pl.Callback):
             default: `outputs["logits"]` when present.
         log_metrics: names in `trainer.callback_metrics` (e.g. "val_acc") stored as
             `metrics/<name>` in the next row after each validation.
-        **recorder_kwargs: the remaining `Recorder` arguments (`classes`, `batch_size`,
-            `online`, `dissect`, `predict`, `run_name`, `config`, `progress`, `device`;
-            `progress` defaults to whether the Trainer shows a progress bar, `device` to
+        **recorder_kwargs: the `Recorder` arguments after `layers` (`probe`, `store`,
+            `every`, `quantile`, `topk`, `classes`, `batch_size`, `online`, `dissect`,
+            `predict`, `run_name`, `config`, `progress`, `device`, `storage_options`),
+            validated together at once; `progress` defaults to whether the Trainer shows a progress bar, `device` to
             the module's device, followed when Lightning moves it).
     """
 
     def __init__(
         self,
         layers: str | Sequence[str],
-        probe=None,
-        store: str | os.PathLike | None = None,
-        every: int = 100,
-        quantile: float = 0.005,
-        topk: int = 8,
         *,
         module: str | None = None,
         get_labels: Callable[[Any], Any] | None = None,
@@ -110,13 +105,11 @@ class RecorderCallback(pl.Callback):
         for option, fn in (("get_labels", get_labels), ("get_logits", get_logits)):
             if fn is not None and not callable(fn):
                 raise _invalid(option, fn, "expected None or a function")
-        if store is not None and not isinstance(store, (str, os.PathLike)):
-            raise _invalid("store", store, "expected None or a folder path, e.g. 'runs/demo/baseline'")
-        Recorder.check_arguments(  # the Recorder's own checks, now rather than at fit start
-            "placeholder" if store is None else store, every, quantile, topk,
-            recorder_kwargs.get("batch_size", 64), probe, recorder_kwargs.get("classes"))
-        self.probe, self.store = probe, store
-        self.every, self.quantile, self.topk = every, quantile, topk
+        # the Recorder's own checks, now rather than at fit start; store=None means the default folder
+        self.options = RecorderOptions(**recorder_kwargs)
+        self.options.check(owner="RecorderCallback", store_required=False)
+        self.store = self.options.store
+        self.every = self.options.every
         self.module = module
         self.get_labels = get_labels or default_labels
         self.get_logits = get_logits or default_logits
@@ -151,10 +144,9 @@ class RecorderCallback(pl.Callback):
         self.recorder = None
         target = self._target(pl_module)
         store = self.store if self.store is not None else os.path.join(trainer.default_root_dir, DEFAULT_STORE)
-        kwargs = {"progress": trainer.progress_bar_callback is not None, **self.recorder_kwargs}
+        kwargs = {"progress": trainer.progress_bar_callback is not None, **self.recorder_kwargs, "store": store}
         try:
-            self.recorder = Recorder(target, self.layers, self.probe, store, self.every, self.quantile,
-                                     self.topk, **kwargs)
+            self.recorder = Recorder(target, self.layers, **kwargs)
         except UnknownLayerError as exc:
             name = type(pl_module).__name__ + (f".{self.module}" if self.module else "")
             raise UnknownLayerError(f"Cannot use RecorderCallback on {name}: {exc}") from exc

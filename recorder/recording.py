@@ -28,6 +28,7 @@ from recorder.distributed import agree, all_ranks_ok, all_reduce, rank_and_world
 from recorder.hooks import LayerHooks, resolve_layers, unit_responses
 from recorder.probe_pass import (default_predict, layer_shapes, observation_mode, probe_row_arrays, run_probe_pass,
                                  topk_row_arrays)
+from recorder.options import RecorderOptions
 from recorder.store import RunWriter
 
 
@@ -98,12 +99,12 @@ class Recorder:
         self,
         model: nn.Module,
         layers: Sequence[str],
+        *,
         probe=None,
         store: str | os.PathLike | None = None,
         every: int = 100,
         quantile: float = 0.005,
         topk: int = 8,
-        *,
         classes: Sequence[str] | None = None,
         batch_size: int = 64,
         online: bool = True,
@@ -113,13 +114,20 @@ class Recorder:
         config: dict | None = None,
         progress: bool = True,
         device: torch.device | str | None = None,
+        storage_options: dict | None = None,
     ):
-        self.check_arguments(store, every, quantile, topk, batch_size, probe, classes)
+        options = RecorderOptions(
+            probe=probe, store=store, every=every, quantile=quantile, topk=topk, classes=classes,
+            batch_size=batch_size, online=online, dissect=dissect, predict=predict, run_name=run_name,
+            config=config, progress=progress, device=device, storage_options=storage_options)
+        options.check()
+        self.options = options
         self._device = None if device is None else torch.device(device)
         self.model = _unwrap(model)
         self.layers = list(resolve_layers(self.model, layers))
         self.probe = probe
         self.store_path = os.fspath(store)
+        self.storage_options = dict(storage_options or {})
         self.every, self.quantile, self.batch_size = every, quantile, batch_size
         self.topk = min(topk, len(probe)) if probe is not None else topk  # a probe may hold fewer images
         self.classes = list(probe.classes) if probe is not None else list(classes or [])
@@ -127,8 +135,7 @@ class Recorder:
         self.dissect = dissect
         self.predict = predict or default_predict
         self.progress = progress
-        self._run_info = {"name": run_name or os.path.basename(os.path.normpath(self.store_path)),
-                          "config": config or {}}
+        self._run_info = {"name": run_name or os.path.basename(os.path.normpath(self.store_path)), "config": dict(config or {})}
         self.rank, self.world = rank_and_world()
         self.device = self._device or _model_device(self.model)
         self.units: dict[str, int] | None = None
@@ -156,21 +163,6 @@ class Recorder:
         if online and self.classes:
             self._hooks = LayerHooks(self.model, self.layers, self._on_train_output)
 
-    @staticmethod
-    def check_arguments(store, every, quantile, topk, batch_size, probe, classes) -> None:
-        """Raise ValueError naming the first bad argument (also used by RecorderCallback)."""
-        if store is None:
-            raise ValueError("store is required: the run folder to write, e.g. store='runs/demo/baseline'")
-        for name, value in (("every", every), ("topk", topk), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (isinstance(quantile, numbers.Real) and 0 < quantile < 1):
-            raise ValueError(f"quantile must be a number in (0, 1), got {quantile!r}")
-        if probe is None and not classes:
-            raise ValueError("nothing to record: give a probe=ProbeSet(...), or classes=[...] for online mode")
-        if probe is not None and classes is not None and list(classes) != list(probe.classes):
-            raise ValueError(f"classes {list(classes)} differ from the probe's classes {probe.classes}")
-
     # ----------------------------------------------------------------- setup
 
     def _set_units(self, units: dict[str, int]) -> None:
@@ -188,7 +180,8 @@ class Recorder:
             self._writer = RunWriter.open(
                 self.store_path, classes=self.classes,
                 concepts=list(self.probe.concepts) if self.probe is not None else [],
-                layers=self.units, probe=probe_info, run=self._run_info, topk=self.topk)
+                layers=self.units, probe=probe_info, run=self._run_info, topk=self.topk,
+                **({"storage_options": self.storage_options} if self.storage_options else {}))
             if self.probe is not None:
                 self._writer.write_probe(self.probe.thumbnails(), self.probe.labels.numpy())
             self._last_row_step = self._writer.last_step

@@ -167,22 +167,35 @@ def test_recording_does_not_change_training(tmp_path):
 
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"every": 0}, ValueError, r"every must be an integer >= 1, got 0"),
-    ({"quantile": 1.5}, ValueError, r"quantile must be a number in \(0, 1\), got 1\.5"),
-    ({"topk": 0}, ValueError, r"topk must be an integer >= 1, got 0"),
+    ({"every": 0}, ValueError, r"every given an invalid value: 0; expected an integer >= 1"),
+    ({"quantile": 1.5}, ValueError, r"quantile given an invalid value: 1\.5; expected a number in \(0, 1\)"),
+    ({"topk": 0}, ValueError, r"topk given an invalid value: 0; expected an integer >= 1"),
     ({"layers": []}, ValueError, r"option 'layers' given an invalid value: \[\]"),
     ({"layers": ["fc", "fc"]}, ValueError, r"'layers' given an invalid value: \['fc', 'fc'\]; names \['fc'\] appear"),
     ({"module": "net.1"}, ValueError, r"option 'module' given an invalid value: 'net\.1'; expected None"),
     ({"get_labels": 3}, ValueError, r"option 'get_labels' given an invalid value: 3; expected None or a function"),
     ({"log_metrics": [3]}, ValueError, r"option 'log_metrics' given an invalid value: \[3\]"),
-    ({"store": 3}, ValueError, r"option 'store' given an invalid value: 3"),
-    ({"probe": None}, ValueError, r"nothing to record: give a probe"),
-    ({"sheep": 1}, TypeError, r"unknown argument\(s\) \['sheep'\]; valid Recorder arguments: \['classes', "),
+    ({"store": 3}, ValueError, r"store given an invalid value: 3; expected a folder path or URL"),
+    ({"probe": None}, ValueError, r"nothing to record: give probe="),
+    ({"sheep": 1}, TypeError, r"unknown argument\(s\) \['sheep'\]; valid Recorder arguments: \['probe', 'store', "),
 ])
 def test_arguments_are_checked_in_init(kwargs, error, match):
     arguments = {"layers": ["net.fc"], "probe": tiny_probe(n=3), **kwargs}
     with pytest.raises(error, match=match):
         RecorderCallback(**arguments)
+
+
+def test_every_bad_argument_is_reported_at_once():
+    with pytest.raises(ValueError, match="3 invalid RecorderCallback arguments") as info:
+        RecorderCallback(["net.fc"], probe=tiny_probe(n=3), every=0, quantile=2, online="yes")
+    message = str(info.value)
+    for name in ("every", "quantile", "online"):
+        assert f"{name} given an invalid value" in message
+
+
+def test_arguments_after_layers_are_keyword_only():
+    with pytest.raises(TypeError):
+        RecorderCallback(["net.fc"], tiny_probe(n=3))
 
 
 def test_default_labels_names_the_fix():

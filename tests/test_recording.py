@@ -222,6 +222,21 @@ class WithTuple(nn.Module):
         return self.fc(a.flatten(1))
 
 
+def test_every_bad_argument_is_reported_at_once(tmp_path):
+    with pytest.raises(ValueError, match="4 invalid Recorder arguments") as info:
+        Recorder(TinyNet(), ["fc"], probe=tiny_probe(), store=tmp_path / "a", every=-1, topk=0,
+                 batch_size=1.5, device="nowhere")
+    message = str(info.value)
+    for name in ("every", "topk", "batch_size", "device"):
+        assert f"{name} given an invalid value" in message
+    assert not (tmp_path / "a").exists()
+
+
+def test_arguments_after_layers_are_keyword_only(tmp_path):
+    with pytest.raises(TypeError):
+        Recorder(TinyNet(), ["fc"], tiny_probe(), tmp_path / "a")
+
+
 def test_bad_inputs_name_the_bad_value(tmp_path):
     with pytest.raises(UnknownLayerError, match="unknown layer 'fc2'.*did you mean 'fc'"):
         Recorder(TinyNet(), ["fc2"], probe=tiny_probe(), store=tmp_path / "a")
@@ -232,7 +247,7 @@ def test_bad_inputs_name_the_bad_value(tmp_path):
     rec.model(torch.randn(2, 3, 8, 8))
     with pytest.raises(ValueError, match=r"labels\[1\] = 7 is outside the class range \[0, 3\)"):
         rec.step(0, labels=torch.tensor([0, 7]))
-    with pytest.raises(ValueError, match="every must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="every given an invalid value: 0; expected an integer >= 1"):
         Recorder(TinyNet(), ["fc"], probe=tiny_probe(), store=tmp_path / "d", every=0)
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "notes.txt").write_text("mine")
