@@ -2,7 +2,7 @@
 
     python bench/viewer_load.py [--checkpoints 500] [--layers 4] [--units 512] [--root DIR] [--json FILE]
 
-Generates a run of 4 layers x 512 units x 500 checkpoints, 10 classes (viewer.synthetic,
+Generates a run of 4 layers x 512 units x 500 checkpoints, 10 classes (tests/support/synthetic.py,
 every array a recorded run holds: class sums by true and predicted label, maxima,
 training-batch sums, precision, dissection IoU over 24 concepts, top-4 images with 7x7
 activation maps), serves it with `python -m viewer` in a child process and drives
@@ -31,8 +31,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from viewer.browser import chromium, serve, wait_painted
-from viewer.synthetic import SyntheticRun
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support: tests' generated runs, browser
+from support.browser import chromium, serve, wait_painted  # noqa: E402
+from support.synthetic import SyntheticRun  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from viewer_speed import GOAL_LOAD_S, GOAL_STEP_MS, time_load  # noqa: E402

@@ -2,7 +2,7 @@
 
     python bench/viewer_speed.py [--repeats 5] [--steps 40] [--root DIR] [--screenshots docs/]
 
-Generates a run of 4 layers x 2048 units x 200 checkpoints (viewer.synthetic, probe
+Generates a run of 4 layers x 2048 units x 200 checkpoints (tests/support/synthetic.py, probe
 arrays by true label and dissection IoU, no top-k maps), serves it with
 `python -m viewer` in a child process and drives Debian's /usr/bin/chromium with
 Playwright. Times are the page's own `performance.now()`:
@@ -25,9 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from viewer.browser import chromium, serve, wait_painted
 from viewer.data import Registry
-from viewer.synthetic import SyntheticRun
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support: tests' generated runs, browser
+from support.browser import chromium, serve, wait_painted  # noqa: E402
+from support.synthetic import SyntheticRun  # noqa: E402
 
 GOAL_LOAD_S, GOAL_STEP_MS = 1.5, 50.0
 # the most selective unit that is a detector at the shown checkpoint (for the unit detail picture)

@@ -28,8 +28,8 @@ from urllib.parse import quote, urlparse
 import pytest
 
 from viewer.app import ASSETS
-from viewer.browser import CHROMIUM, chromium, serve, wait_painted
-from viewer.synthetic import SyntheticRun
+from support.browser import CHROMIUM, chromium, serve, wait_painted
+from support.synthetic import SyntheticRun
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "viewer_load.py"
 needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),

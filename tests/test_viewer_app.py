@@ -1,13 +1,15 @@
 """viewer.app: the app factory, served through Flask's test client (no browser)."""
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from viewer.app import create_app
-from viewer.synthetic import SyntheticRun
+from support.synthetic import SyntheticRun
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +39,34 @@ def call(client, output_contains: str, inputs: list, state=(), changed=None) -> 
 
 
 def test_importing_reads_nothing_and_never_imports_torch():
-    code = ("import sys, viewer.app, viewer.__main__, viewer.views, viewer.synthetic; "
+    code = ("import sys, viewer, viewer.app, viewer.__main__, viewer.views, viewer.notebook; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('training')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _imports_and_private_names(path: Path):
+    """Modules a source file imports, and the `x._name` attributes it reads (x not self/cls)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (("import", a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield "import", node.module or ""
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                yield "private", node.attr
+
+
+def test_viewer_uses_only_public_dash_api_and_no_test_support():
+    sources = sorted(Path(create_app.__code__.co_filename).parent.glob("*.py"))
+    assert len(sources) > 8
+    found = [(p.name, kind, name) for p in sources for kind, name in _imports_and_private_names(p)]
+    assert [f for f in found if f[1] == "private"] == []
+    imported = [name for _, kind, name in found if kind == "import"]
+    assert "dash" in imported and not [m for m in imported if m.startswith(("dash._", "support", "tests"))
+                                       or "._" in m]
+    assert not {"synthetic.py", "browser.py"} & {p.name for p in sources}
 
 
 def test_serves_the_shell_assets_and_callbacks(client):

@@ -14,8 +14,8 @@ import pytest
 from recorder import metrics
 from recorder.store import RunStore
 from viewer import colors
-from viewer.browser import CHROMIUM, chromium, serve, wait_painted
-from viewer.synthetic import SyntheticRun
+from support.browser import CHROMIUM, chromium, serve, wait_painted
+from support.synthetic import SyntheticRun
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason=f"browser tests need Debian's chromium at {CHROMIUM} "

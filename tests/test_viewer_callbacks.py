@@ -13,34 +13,36 @@ ASSET = Path(callbacks.__file__).parent / "assets" / "tuneline.js"
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    return create_app(tmp_path_factory.mktemp("empty"), warm=False)
+def deps(tmp_path_factory):
+    """The callbacks as the page's renderer receives them."""
+    app = create_app(tmp_path_factory.mktemp("empty"), warm=False)
+    return app.server.test_client().get("/_dash-dependencies").get_json()
 
 
-def test_every_clientside_function_is_defined_in_the_asset(app):
+def test_every_clientside_function_is_defined_in_the_asset(deps):
     source = ASSET.read_text()
     defined = set(re.findall(r"^\s{6}(\w+): function", source, flags=re.M))
-    used = {c["clientside_function"]["function_name"] for c in app._callback_list
+    used = {c["clientside_function"]["function_name"] for c in deps
             if c.get("clientside_function")}
     assert used == {"renderMap", "mapCursor", "togglePlay", "tick", "speed", "renderCompare", "compareCursor",
                     "hoverData"}
     assert used <= defined
-    assert all(c["clientside_function"]["namespace"] == "tuneline" for c in app._callback_list
+    assert all(c["clientside_function"]["namespace"] == "tuneline" for c in deps
                if c.get("clientside_function"))
 
 
-def test_scrubbing_and_playing_never_call_the_server(app):
+def test_scrubbing_and_playing_never_call_the_server(deps):
     """Callbacks that read the slider while it moves, and the play loop, run in the browser."""
-    for cb in app._callback_list:
+    for cb in deps:
         inputs = {f"{i['id']}.{i['property']}" for i in cb["inputs"]}
         if {"map-t.drag_value", "cmp-t.drag_value", "map-interval.n_intervals",
                 "cmp-interval.n_intervals"} & inputs:
             assert cb.get("clientside_function"), cb["output"]
 
 
-def test_server_callbacks_read_no_payload_from_the_page(app):
+def test_server_callbacks_read_no_payload_from_the_page(deps):
     """The color payloads go to the page once; no server callback sends them back as state."""
-    for cb in app._callback_list:
+    for cb in deps:
         if cb.get("clientside_function"):
             continue
         args = {f"{i['id']}.{i['property']}" for i in cb["inputs"] + cb["state"]}

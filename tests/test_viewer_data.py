@@ -6,7 +6,7 @@ import os
 import pytest
 
 from viewer.data import Registry, UnknownRunError, ViewError
-from viewer.synthetic import SyntheticRun
+from support.synthetic import SyntheticRun
 
 
 def small(**kw) -> SyntheticRun:

@@ -9,7 +9,7 @@ from recorder import metrics
 from recorder.store import RunStore
 from viewer import colors, readout
 from viewer.readout import ViewError
-from viewer.synthetic import SyntheticRun
+from support.synthetic import SyntheticRun
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from viewer import views
 from viewer.data import Registry
 from viewer.layout import ID
-from viewer.synthetic import SyntheticRun
+from support.synthetic import SyntheticRun
 
 
 def text(component) -> str:

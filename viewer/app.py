@@ -6,7 +6,8 @@
 
 Nothing is read at import time; `create_app` builds the registry (which searches
 the folder lazily), the layout and the callbacks. No module imports the app
-object: callbacks are registered with `dash.callback` by `viewer.callbacks.register`.
+object: `viewer.callbacks.register(app, registry)` registers the callbacks on the
+app it is given (`app.callback`), so several apps live side by side in one process.
 """
 
 from __future__ import annotations
@@ -57,10 +58,7 @@ def create_app(root: str | os.PathLike, *, warm: bool = True) -> dash.Dash:
     app.layout = app_shell(str(registry.root))
     app.server.config["TUNELINE_REGISTRY"] = registry
     app.server.register_error_handler(DependencyException, _not_served)
-    callbacks.register(registry)
-    # dash.callback registers into a process-wide list that the next app to start serving
-    # takes over; take it now, so that apps created one after another each get their own.
-    app._setup_server()  # noqa: SLF001
+    callbacks.register(app, registry)
     if warm:
         threading.Thread(target=_warm, args=(registry,), name="tuneline-warm", daemon=True).start()
     return app

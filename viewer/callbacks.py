@@ -1,6 +1,6 @@
-"""Dash callbacks: registered with `dash.callback`; each body calls a plain function of `views`.
+"""Dash callbacks: registered on the app given; each body calls a plain function of `views`.
 
-    register(registry)   # called by viewer.app.create_app
+    register(app, registry)   # called by viewer.app.create_app
 
 Scrubbing, playing and hovering never call the server: those callbacks are
 clientside functions of assets/tuneline.js (namespace `tuneline`), which recolor
@@ -11,8 +11,7 @@ slider is released (unit detail), and once a second whether new rows were commit
 
 from __future__ import annotations
 
-import dash
-from dash import ClientsideFunction, Input, Output, State, ctx, no_update
+from dash import ClientsideFunction, Dash, Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
 
 from viewer import views
@@ -31,12 +30,12 @@ def _js(name: str) -> ClientsideFunction:
     return ClientsideFunction(namespace="tuneline", function_name=name)
 
 
-def register(registry: Registry) -> None:
-    """Register every callback of the viewer for the runs of `registry`."""
-    dash.callback(Output(ID.page, "children"), Input(ID.url, "pathname"), Input(ID.url, "search"))(
+def register(app: Dash, registry: Registry) -> None:
+    """Register every callback of the viewer on `app`, for the runs of `registry`."""
+    app.callback(Output(ID.page, "children"), Input(ID.url, "pathname"), Input(ID.url, "search"))(
         lambda pathname, search: views.route(registry, pathname, search))
 
-    @dash.callback(Output(ID.page, "children", allow_duplicate=True), Input(ID.empty_live, "n_intervals"),
+    @app.callback(Output(ID.page, "children", allow_duplicate=True), Input(ID.empty_live, "n_intervals"),
                    State(ID.url, "pathname"), State(ID.url, "search"), prevent_initial_call=True)
     def first_run(_ticks, pathname, search):
         """A folder that had no runs: show the page as soon as one appears."""
@@ -44,30 +43,30 @@ def register(registry: Registry) -> None:
             raise PreventUpdate
         return views.route(registry, pathname, search)
 
-    _register_map(registry)
-    _register_compare(registry)
+    _register_map(app, registry)
+    _register_compare(app, registry)
     for slider, play, speed, interval in ((ID.slider, ID.play, ID.speed, ID.interval),
                                           (ID.c_slider, ID.c_play, ID.c_speed, ID.c_interval)):
-        _register_player(slider, play, speed, interval)
+        _register_player(app, slider, play, speed, interval)
 
 
-def _register_player(slider: str, play: str, speed: str, interval: str) -> None:
+def _register_player(app: Dash, slider: str, play: str, speed: str, interval: str) -> None:
     """Play / pause, speed and the frame tick of one timeline, all in the browser."""
-    dash.clientside_callback(
+    app.clientside_callback(
         _js("togglePlay"),
         Output(interval, "disabled"), Output(play, "children"), Output(slider, "value", allow_duplicate=True),
         Input(play, "n_clicks"), State(interval, "disabled"), State(slider, "value"), State(slider, "max"),
         prevent_initial_call=True)
-    dash.clientside_callback(
+    app.clientside_callback(
         _js("tick"),
         Output(slider, "value", allow_duplicate=True), Output(interval, "disabled", allow_duplicate=True),
         Output(play, "children", allow_duplicate=True),
         Input(interval, "n_intervals"), State(slider, "value"), State(slider, "max"), prevent_initial_call=True)
-    dash.clientside_callback(_js("speed"), Output(interval, "interval"), Input(speed, "value"))
+    app.clientside_callback(_js("speed"), Output(interval, "interval"), Input(speed, "value"))
 
 
-def _register_map(registry: Registry) -> None:
-    @dash.callback(
+def _register_map(app: Dash, registry: Registry) -> None:
+    @app.callback(
         Output(ID.layer, "options"), Output(ID.layer, "value"), Output(ID.by, "options"), Output(ID.by, "value"),
         Output(ID.metric, "options"), Output(ID.metric, "value"),
         Input(ID.run, "value"), Input(ID.layer, "value"), Input(ID.by, "value"), State(ID.metric, "value"),
@@ -76,7 +75,7 @@ def _register_map(registry: Registry) -> None:
         c = views.map_controls(registry, run_id, layer, by, metric)
         return c["layers"], c["layer"], c["bys"], c["by"], c["metrics"], c["metric"]
 
-    @dash.callback(
+    @app.callback(
         Output(ID.data, "data"), Output(ID.slider, "max"), Output(ID.slider, "marks"), Output(ID.slider, "value"),
         Output(ID.title, "children"), Output(ID.legend, "children"), Output(ID.status, "children"),
         Output(ID.unit, "data"), Output(ID.n, "data"),
@@ -98,14 +97,14 @@ def _register_map(registry: Registry) -> None:
         return (payload, view["max"], view["marks"], value, view["title"], view["legend"], view["status"],
                 unit, n if n != _n else no_update)
 
-    @dash.callback(
+    @app.callback(
         Output(ID.charts, "data"),
         Input(ID.run, "value"), Input(ID.layer, "value"), Input(ID.by, "value"), Input(ID.metric, "value"),
         Input(ID.n, "data"))
     def charts(run_id, layer, by, metric, _n):
         return views.map_charts(registry, run_id, layer, by, metric)
 
-    @dash.callback(
+    @app.callback(
         Output(ID.n, "data", allow_duplicate=True), Output(ID.run, "options"),
         Input(ID.live, "n_intervals"), State(ID.run, "value"), State(ID.n, "data"), State(ID.run, "options"),
         prevent_initial_call=True)
@@ -117,7 +116,7 @@ def _register_map(registry: Registry) -> None:
             raise PreventUpdate
         return (no_update if n is None or n == known else n), (no_update if options is None else options)
 
-    @dash.callback(
+    @app.callback(
         Output(ID.panel, "children"),
         Input(ID.unit, "data"), Input(ID.slider, "value"), Input(ID.by, "value"), Input(ID.metric, "value"),
         Input(ID.n, "data"), State(ID.run, "value"), State(ID.layer, "value"))
@@ -126,33 +125,33 @@ def _register_map(registry: Registry) -> None:
             raise PreventUpdate
         return views.unit_view(registry, run_id, layer, unit, by, metric, t)
 
-    @dash.callback(Output(ID.unit, "data", allow_duplicate=True), Input(ID.close, "n_clicks"),
+    @app.callback(Output(ID.unit, "data", allow_duplicate=True), Input(ID.close, "n_clicks"),
                    prevent_initial_call=True)
     def close_unit(clicks):
         if not clicks:
             raise PreventUpdate
         return None
 
-    dash.clientside_callback(
+    app.clientside_callback(
         _js("renderMap"), Output(ID.label, "children"), Output(ID.painted, "data"),
         Input(ID.data, "data"), Input(ID.slider, "value"), Input(ID.slider, "drag_value"), Input(ID.unit, "data"),
         Input(ID.order, "value"))
 
-    @dash.callback(Output(ID.hover, "data"), Input(ID.painted, "data"), State(ID.run, "value"),
+    @app.callback(Output(ID.hover, "data"), Input(ID.painted, "data"), State(ID.run, "value"),
                    State(ID.layer, "value"), prevent_initial_call=True)
     def hover(_painted, run_id, layer):
         """Concepts for the tooltips, once the map is painted (not on the way to the first paint)."""
         return views.map_hover(registry, run_id, layer)
 
-    dash.clientside_callback(_js("hoverData"), Output(ID.hover_note, "children"), Input(ID.hover, "data"))
-    dash.clientside_callback(
+    app.clientside_callback(_js("hoverData"), Output(ID.hover_note, "children"), Input(ID.hover, "data"))
+    app.clientside_callback(
         _js("mapCursor"),
         Output(ID.hist, "figure"), Output(ID.sel, "figure"), Output(ID.det, "figure"), Output(ID.acc, "figure"),
         Input(ID.charts, "data"), Input(ID.slider, "value"), Input(ID.slider, "drag_value"))
 
 
-def _register_compare(registry: Registry) -> None:
-    @dash.callback(
+def _register_compare(app: Dash, registry: Registry) -> None:
+    @app.callback(
         Output(ID.c_layer, "options"), Output(ID.c_layer, "value"), Output(ID.c_by, "options"),
         Output(ID.c_by, "value"), Output(ID.c_metric, "options"), Output(ID.c_metric, "value"),
         Input(ID.c_runs, "value"), Input(ID.c_layer, "value"), Input(ID.c_by, "value"), State(ID.c_metric, "value"),
@@ -161,7 +160,7 @@ def _register_compare(registry: Registry) -> None:
         c = views.compare_controls(registry, run_ids, layer, by, metric)
         return c["layers"], c["layer"], c["bys"], c["by"], c["metrics"], c["metric"]
 
-    @dash.callback(
+    @app.callback(
         Output(ID.c_data, "data"), Output(ID.c_grid, "children"), Output(ID.c_slider, "max"),
         Output(ID.c_slider, "marks"), Output(ID.c_slider, "value"), Output(ID.c_legend, "children"),
         Output(ID.c_status, "children"), Output(ID.c_n, "data"),
@@ -180,14 +179,14 @@ def _register_compare(registry: Registry) -> None:
         return (view["data"], view["grid"], view["max"], view["marks"], value, view["legend"], view["status"],
                 counts)
 
-    @dash.callback(
+    @app.callback(
         Output(ID.c_charts, "data"),
         Input(ID.c_runs, "value"), Input(ID.c_layer, "value"), Input(ID.c_by, "value"), Input(ID.c_metric, "value"),
         Input(ID.c_align, "value"), Input(ID.c_n, "data"))
     def compare_charts(run_ids, layer, by, metric, align, _n):
         return views.compare_charts(registry, run_ids, layer, by, metric, align)
 
-    @dash.callback(
+    @app.callback(
         Output(ID.c_n, "data", allow_duplicate=True), Output(ID.c_runs, "options"),
         Input(ID.c_live, "n_intervals"), State(ID.c_runs, "value"), State(ID.c_n, "data"),
         State(ID.c_runs, "options"), prevent_initial_call=True)
@@ -199,10 +198,10 @@ def _register_compare(registry: Registry) -> None:
             raise PreventUpdate
         return (no_update if counts == (known or {}) else counts), (no_update if options is None else options)
 
-    dash.clientside_callback(
+    app.clientside_callback(
         _js("renderCompare"), Output(ID.c_label, "children"),
         Input(ID.c_data, "data"), Input(ID.c_slider, "value"), Input(ID.c_slider, "drag_value"))
-    dash.clientside_callback(
+    app.clientside_callback(
         _js("compareCursor"), Output(ID.c_sel, "figure"), Output(ID.c_det, "figure"), Output(ID.c_acc, "figure"),
         Input(ID.c_charts, "data"), Input(ID.c_data, "data"), Input(ID.c_slider, "value"),
         Input(ID.c_slider, "drag_value"))

@@ -1,4 +1,4 @@
-"""Driving the viewer from a real headless Chromium: for the browser tests, benchmark and screenshots.
+"""Driving the viewer from a real headless Chromium, for the browser tests, benchmarks and screenshots.
 
     with serve(root) as url, chromium() as browser:
         page = browser.new_page()

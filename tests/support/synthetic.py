@@ -1,9 +1,9 @@
-"""Synthetic runs with plausible tuning dynamics, for tests, screenshots and benchmarks.
+"""Synthetic runs with plausible tuning dynamics, for the tests, screenshots and benchmarks (not shipped).
 
-    from viewer.synthetic import SyntheticRun
+    from support.synthetic import SyntheticRun
     SyntheticRun(layers={"conv3": 64, "conv4": 128}, checkpoints=24).write("runs/synth/base")
 
-    python -m viewer.synthetic runs/synth/base --layers conv3=64 conv4=128 --checkpoints 24
+    python tests/support/synthetic.py runs/synth/base --layers conv3=64 conv4=128 --checkpoints 24
 
 Each unit is given a target class and an onset: its class means start flat and noisy,
 then, along a sigmoid in training progress, the target class's mean rises, so the
@@ -264,7 +264,7 @@ def _shape_mask(kind: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarr
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m viewer.synthetic", description="Write a synthetic run.")
+    parser = argparse.ArgumentParser(prog="python tests/support/synthetic.py", description="Write a synthetic run.")
     parser.add_argument("path", help="run folder to create (must not exist or be empty)")
     parser.add_argument("--layers", nargs="+", default=["conv3=64", "conv4=128"], help="name=units ...")
     parser.add_argument("--checkpoints", type=int, default=24)

@@ -1,9 +1,9 @@
-"""viewer.synthetic: generated runs are valid run stores with plausible tuning dynamics."""
+"""support.synthetic: generated runs are valid run stores with plausible tuning dynamics."""
 
 import numpy as np
 
 from recorder.store import RunStore
-from viewer.synthetic import SyntheticRun
+from support.synthetic import SyntheticRun
 
 
 def test_written_run_has_every_array_and_rises(tmp_path):
