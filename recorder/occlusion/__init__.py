@@ -1,0 +1,14 @@
+"""Occlusion: discrepancy maps, receptive fields and occlusion-pair trials.
+
+    from recorder.occlusion import discrepancy, pixel_map
+    D = discrepancy(model, "conv3", images, patch=8, stride=4, fill="mean", measure="mean")  # (N, K, gh, gw)
+    pixels = pixel_map(D, images.shape[-2:], patch=8, stride=4)                            # (N, K, H, W)
+
+Definitions: DESIGN.md "Occlusion" and "Occlusion-pair trial".
+"""
+
+from recorder.occlusion.discrepancy import TopkOcclusion, discrepancy, occlude_topk
+from recorder.occlusion.grid import FILLS, MEASURES, OcclusionGrid, grid_shape, pixel_map
+
+__all__ = ["FILLS", "MEASURES", "OcclusionGrid", "TopkOcclusion", "discrepancy", "grid_shape", "occlude_topk",
+           "pixel_map"]

@@ -1,0 +1,284 @@
+"""Discrepancy maps: how much occluding each grid cell of an image lowers a unit's response.
+
+    D = discrepancy(model, "conv3", images, patch=8, stride=4, fill="mean", measure="mean")  # (N, K, gh, gw)
+    top = occlude_topk(model, {"conv3": topk_index}, probe, 8, 4, "mean", ("mean", "peak"))
+    top["conv3"].maps["peak"]          # (K, k, gh, gw): unit k's maps of its top-k images
+
+`D[i, j] = m(A(x)) - m(A(x occluded at cell (i, j)))` for each unit's map `A`, with
+`m` the spatial mean, the spatial max, or "peak": A at the position of its max on the
+unoccluded image. Every forward stops at the deepest layer needed (a private
+exception raised from the layer's hook), runs in `observation_mode` (eval, no_grad,
+train flags and RNG states restored) and on the model's device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from recorder.hooks import LayerHooks
+from recorder.occlusion.grid import OcclusionGrid, check_options, noise_image
+from recorder.probe_pass import observation_mode
+
+Measures = str | Sequence[str]
+
+
+class _Stop(Exception):
+    """Raised from a hook once every needed layer has run: the rest of the forward is skipped."""
+
+
+def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    """The device of the model's first parameter or buffer (`fallback` when it has none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return fallback
+
+
+class _Reduce:
+    """Hook callback: reduce each layer's map to per-unit measures, stop once all layers ran.
+
+    Clean pass (`peak is None`): also keeps each unit's argmax (flat index into h*w).
+    Occluded pass: `peak[name]` (B, K) gives the positions the "peak" measure reads.
+    """
+
+    def __init__(self, units: Mapping[str, torch.Tensor | None], measures: tuple[str, ...]):
+        self.units, self.measures = units, measures
+        self.peak: dict[str, torch.Tensor] | None = None
+        self.values: dict[str, dict[str, torch.Tensor]] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, name: str, output) -> None:
+        if name in self.values:
+            return  # a module called twice: its first call counts
+        if not torch.is_tensor(output) or output.dim() != 4:
+            shape = tuple(output.shape) if torch.is_tensor(output) else type(output).__name__
+            raise ValueError(f"layer {name!r} has output {shape}; occlusion needs a layer with a spatial "
+                             "map [B, K, H, W] (a conv layer)")
+        units = self.units[name]
+        if units is not None:
+            if units.numel() and int(units.max()) >= output.shape[1]:
+                raise ValueError(f"units {units.tolist()} of layer {name!r}: the layer has only "
+                                 f"{output.shape[1]} units (valid: 0..{output.shape[1] - 1})")
+            output = output[:, units.to(output.device)]
+        flat = output.detach().float().flatten(2)  # (B, K, h*w)
+        values = {}
+        if "mean" in self.measures:
+            values["mean"] = flat.mean(2)
+        if self.peak is None:
+            values["max"], values["argmax"] = flat.max(2)
+            values["peak"] = values["max"]
+        else:
+            if "max" in self.measures:
+                values["max"] = flat.amax(2)
+            if "peak" in self.measures:
+                values["peak"] = flat.gather(2, self.peak[name][..., None]).squeeze(2)
+        self.values[name] = values
+        self.sizes[name] = tuple(output.shape[2:])
+        if len(self.values) == len(self.units):
+            raise _Stop
+
+    def run(self, model: nn.Module, x: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        self.values = {}
+        try:
+            model(x)
+        except _Stop:
+            pass
+        missing = [name for name in self.units if name not in self.values]
+        if missing:
+            raise ValueError(f"layer(s) {missing} were not called during the forward pass; occlude layers "
+                             "that the model's forward uses")
+        return self.values
+
+
+def _measures(measure: Measures) -> tuple[str, ...]:
+    measures = (measure,) if isinstance(measure, str) else tuple(measure)
+    if not measures:
+        raise ValueError("occlusion measure is empty; valid measures are ['mean', 'max', 'peak']")
+    return measures
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not torch.is_tensor(images) or images.dim() != 4 or not images.is_floating_point():
+        shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+        raise ValueError(f"images given an invalid value of shape {shape}; expected a float tensor [N, C, H, W]")
+
+
+def _units(units, name: str) -> torch.Tensor | None:
+    if units is None:
+        return None
+    index = torch.as_tensor(units, dtype=torch.int64).reshape(-1)
+    if index.numel() and int(index.min()) < 0:
+        raise ValueError(f"units {index.tolist()} of layer {name!r}: unit indices must be >= 0")
+    return index
+
+
+@dataclass
+class _Chunk:
+    index: torch.Tensor  # (n,) positions of these images among those swept
+    clean: dict[str, dict[str, torch.Tensor]]  # layer -> measure -> (n, K); "argmax" (n, K)
+    occluded: dict[str, dict[str, torch.Tensor]]  # layer -> measure -> (n, K, gh, gw)
+    sizes: dict[str, tuple[int, int]]  # layer -> (h, w)
+
+
+def _sweep(model: nn.Module, units: Mapping[str, torch.Tensor | None], load: Callable[[torch.Tensor], torch.Tensor],
+           n_images: int, grid: OcclusionGrid, fill: str, measures: tuple[str, ...], batch_size: int,
+           seed: int, device: torch.device) -> Iterator[_Chunk]:
+    """Measures of every layer on each image and on each of its occluded copies, chunk by chunk.
+
+    One occluded forward serves every unit of every layer; occluded copies of several
+    images share a batch. Call inside `observation_mode(model)`.
+    """
+    gh, gw = grid.shape
+    per_chunk = max(1, math.ceil(4 * batch_size / grid.cells))  # images per chunk: ~4 full batches
+    noise = None
+    reduce = _Reduce(units, measures)
+    with LayerHooks(model, list(units), reduce):
+        for first in range(0, n_images, per_chunk):
+            index = torch.arange(first, min(first + per_chunk, n_images))
+            images = load(index).to(device)  # (n, C, H, W)
+            if fill == "noise" and noise is None:
+                noise = noise_image(images.shape[1], grid.height, grid.width, seed, device)
+            reduce.peak = None
+            clean = {name: {} for name in units}
+            for start in range(0, len(index), batch_size):
+                for name, values in reduce.run(model, images[start:start + batch_size]).items():
+                    for key, value in values.items():
+                        clean[name].setdefault(key, []).append(value)
+            clean = {name: {key: torch.cat(v) for key, v in values.items()} for name, values in clean.items()}
+            sizes = dict(reduce.sizes)
+            pairs = torch.arange(len(index) * grid.cells, device=device)
+            image_of, cell_of = pairs // grid.cells, pairs % grid.cells
+            occluded = {name: {m: [] for m in measures} for name in units}
+            for start in range(0, len(pairs), batch_size):
+                img, cell = image_of[start:start + batch_size], cell_of[start:start + batch_size]
+                reduce.peak = {name: clean[name]["argmax"][img] for name in units}
+                x = grid.occlude(images, img, cell, fill, noise)  # (P, C, H, W)
+                for name, values in reduce.run(model, x).items():
+                    for m in measures:
+                        occluded[name][m].append(values[m])
+            occluded = {name: {m: torch.cat(v).reshape(len(index), gh, gw, -1).permute(0, 3, 1, 2)
+                               for m, v in values.items()} for name, values in occluded.items()}
+            yield _Chunk(index, clean, occluded, sizes)
+
+
+def _validate(images_size: tuple[int, int], patch, stride, fill, measures, batch_size) -> OcclusionGrid:
+    check_options(fill, measures)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size given an invalid value: {batch_size!r}; expected a positive integer")
+    return OcclusionGrid.of(*images_size, patch, stride)
+
+
+def discrepancy(model: nn.Module, layer: str, images: torch.Tensor, patch: int, stride: int, fill: str = "zero",
+                measure: str = "mean", *, units: Sequence[int] | None = None, batch_size: int = 256,
+                seed: int = 0) -> torch.Tensor:
+    """Discrepancy maps `(N, K, gh, gw)` of every unit (or of `units`) of `layer` on each image.
+
+        D = discrepancy(model, "conv3", images, patch=8, stride=4, fill="mean", measure="peak")
+
+    `images` (N, C, H, W) in model-input space; the result is float32 on the model's
+    device. `fill` "noise" draws its noise image from `seed` (the same for every image).
+    """
+    _check_images(images)
+    measures = _measures(measure)
+    if len(measures) != 1:
+        raise ValueError(f"discrepancy takes one measure, got {measure!r}; use occlude_topk for several")
+    grid = _validate(tuple(images.shape[2:]), patch, stride, fill, measures, batch_size)
+    device = model_device(model, images.device)
+    chosen = {layer: _units(units, layer)}
+    out = []
+    with observation_mode(model):
+        for chunk in _sweep(model, chosen, lambda index: images[index.to(images.device)], len(images), grid, fill,
+                            measures, batch_size, seed, device):
+            clean, occluded = chunk.clean[layer][measure], chunk.occluded[layer][measure]
+            out.append(clean[:, :, None, None] - occluded)  # (n, K, gh, gw)
+    return torch.cat(out)
+
+
+@dataclass
+class TopkOcclusion:
+    """Occlusion of each unit's top-k images at one layer.
+
+        top = occlude_topk(model, {"conv3": topk_index}, images, 8, 4)["conv3"]
+        top.maps["mean"]      # (K, k, gh, gw) discrepancy maps
+        top.peak              # (K, k, 2) row, col of the unit's max on each unoccluded image
+    """
+
+    maps: dict[str, torch.Tensor]
+    peak: torch.Tensor
+    layer_size: tuple[int, int]
+
+
+def occlude_topk(model: nn.Module, topk_index: Mapping[str, torch.Tensor], images, patch: int, stride: int,
+                 fill: str = "zero", measure: Measures = "mean", *,
+                 units: Mapping[str, Sequence[int]] | None = None, batch_size: int = 256,
+                 seed: int = 0) -> dict[str, TopkOcclusion]:
+    """Discrepancy maps of each unit's top-k images, for several layers at once.
+
+        top = occlude_topk(model, {"conv3": idx3, "conv4": idx4}, probe, 8, 4, "mean", ("mean", "peak"))
+
+    `topk_index[layer]` (K, k) holds probe image indices per unit (row r is unit r, or
+    unit `units[layer][r]`); `images` is a tensor (N, C, H, W) or anything with
+    `.batch(indices)` (a ProbeSet). Each distinct image is occluded once and its
+    forwards serve every unit of every layer whose top-k holds it; they stop at the
+    deepest layer. Equals `discrepancy` applied per unit to its top-k images.
+    """
+    measures = _measures(measure)
+    check_options(fill, measures)
+    if not topk_index:
+        raise ValueError("topk_index is empty: map at least one layer name to its (K, k) image indices")
+    index = {name: torch.as_tensor(value, dtype=torch.int64).cpu() for name, value in topk_index.items()}
+    for name, value in index.items():
+        if value.dim() != 2:
+            raise ValueError(f"topk_index[{name!r}] has shape {tuple(value.shape)}; expected (K, k)")
+    load = _loader(images)
+    distinct = torch.unique(torch.cat([value.reshape(-1) for value in index.values()]))  # (U,)
+    sample = load(distinct[:1])
+    _check_images(sample)
+    grid = _validate(tuple(sample.shape[2:]), patch, stride, fill, measures, batch_size)
+    chosen = {name: _units(units.get(name) if units else None, name) for name in index}
+    for name, value in index.items():
+        if chosen[name] is not None and len(chosen[name]) != value.shape[0]:
+            raise ValueError(f"topk_index[{name!r}] has {value.shape[0]} rows but units[{name!r}] names "
+                             f"{len(chosen[name])} units")
+    device = model_device(model, sample.device)
+    position = torch.full((int(distinct.max()) + 1,), -1, dtype=torch.int64)
+    position[distinct] = torch.arange(len(distinct))
+    slot = {name: position[value] for name, value in index.items()}  # (K, k) position among distinct
+    gh, gw = grid.shape
+    out = {name: dict(maps={m: torch.full((*value.shape, gh, gw), float("nan"), device=device)
+                            for m in measures},
+                      peak=torch.zeros((*value.shape, 2), dtype=torch.int64, device=device))
+           for name, value in index.items()}
+    sizes = {}
+    with observation_mode(model):
+        for chunk in _sweep(model, chosen, lambda i: load(distinct[i]), len(distinct), grid, fill, measures,
+                            batch_size, seed, device):
+            sizes.update(chunk.sizes)
+            lo, hi = int(chunk.index[0]), int(chunk.index[-1]) + 1
+            for name, where in slot.items():
+                unit, rank = ((where >= lo) & (where < hi)).nonzero(as_tuple=True)  # (m,), (m,)
+                if not len(unit):
+                    continue
+                local = (where[unit, rank] - lo).to(device)
+                unit_d, rank_d = unit.to(device), rank.to(device)
+                for m in measures:
+                    clean = chunk.clean[name][m][local, unit_d]  # (m,)
+                    occluded = chunk.occluded[name][m][local, unit_d]  # (m, gh, gw)
+                    out[name]["maps"][m][unit_d, rank_d] = clean[:, None, None] - occluded
+                w = chunk.sizes[name][1]
+                flat = chunk.clean[name]["argmax"][local, unit_d]
+                out[name]["peak"][unit_d, rank_d] = torch.stack([flat // w, flat % w], 1)
+    return {name: TopkOcclusion(value["maps"], value["peak"], sizes[name]) for name, value in out.items()}
+
+
+def _loader(images) -> Callable[[torch.Tensor], torch.Tensor]:
+    if torch.is_tensor(images):
+        return lambda index: images[index.to(images.device)]
+    if hasattr(images, "batch"):
+        return lambda index: images.batch(index.tolist())
+    raise ValueError(f"images given an invalid value of type {type(images).__name__}; expected a tensor "
+                     "[N, C, H, W] or a ProbeSet (anything with .batch(indices))")
