@@ -7,9 +7,11 @@
 Definitions: DESIGN.md "Occlusion" and "Occlusion-pair trial".
 """
 
-from recorder.occlusion.discrepancy import TopkOcclusion, discrepancy, occlude_topk
+from recorder.occlusion.discrepancy import TopkOcclusion, discrepancy, occlude_topk, occluded_responses
 from recorder.occlusion.grid import FILLS, MEASURES, OcclusionGrid, grid_shape, pixel_map
+from recorder.occlusion.pairs import OcclusionPair, occlusion_pair
 from recorder.occlusion.receptive_field import ReceptiveField, empirical_rf, peak_cells, rf_size, theoretical_rf
 
-__all__ = ["FILLS", "MEASURES", "OcclusionGrid", "ReceptiveField", "TopkOcclusion", "discrepancy", "empirical_rf",
-           "grid_shape", "occlude_topk", "peak_cells", "pixel_map", "rf_size", "theoretical_rf"]
+__all__ = ["FILLS", "MEASURES", "OcclusionGrid", "OcclusionPair", "ReceptiveField", "TopkOcclusion", "discrepancy",
+           "empirical_rf", "grid_shape", "occlude_topk", "occluded_responses", "occlusion_pair", "peak_cells",
+           "pixel_map", "rf_size", "theoretical_rf"]

@@ -172,6 +172,32 @@ def _validate(images_size: tuple[int, int], patch, stride, fill, measures, batch
     return OcclusionGrid.of(*images_size, patch, stride)
 
 
+def occluded_responses(model: nn.Module, layer: str, images: torch.Tensor, patch: int, stride: int,
+                       fill: str = "zero", measure: str = "mean", *, units: Sequence[int] | None = None,
+                       batch_size: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`m(A(x))` (N, K) and `m(A(x occluded at each cell))` (N, K, gh, gw) of every unit (or of `units`).
+
+        clean, occluded = occluded_responses(model, "conv3", images, 8, 4, "mean", "mean")
+
+    `images` (N, C, H, W) in model-input space; float32 results on the model's device.
+    `fill` "noise" draws its noise image from `seed` (the same for every image).
+    """
+    _check_images(images)
+    measures = _measures(measure)
+    if len(measures) != 1:
+        raise ValueError(f"give one measure, got {measure!r}; occlude_topk takes several")
+    grid = _validate(tuple(images.shape[2:]), patch, stride, fill, measures, batch_size)
+    device = model_device(model, images.device)
+    chosen = {layer: _units(units, layer)}
+    clean, occluded = [], []
+    with observation_mode(model):
+        for chunk in _sweep(model, chosen, lambda index: images[index.to(images.device)], len(images), grid, fill,
+                            measures, batch_size, seed, device):
+            clean.append(chunk.clean[layer][measure])  # (n, K)
+            occluded.append(chunk.occluded[layer][measure])  # (n, K, gh, gw)
+    return torch.cat(clean), torch.cat(occluded)
+
+
 def discrepancy(model: nn.Module, layer: str, images: torch.Tensor, patch: int, stride: int, fill: str = "zero",
                 measure: str = "mean", *, units: Sequence[int] | None = None, batch_size: int = 256,
                 seed: int = 0) -> torch.Tensor:
@@ -179,23 +205,12 @@ def discrepancy(model: nn.Module, layer: str, images: torch.Tensor, patch: int, 
 
         D = discrepancy(model, "conv3", images, patch=8, stride=4, fill="mean", measure="peak")
 
-    `images` (N, C, H, W) in model-input space; the result is float32 on the model's
-    device. `fill` "noise" draws its noise image from `seed` (the same for every image).
+    `D[n, k, i, j] = m(A_k(x_n)) - m(A_k(x_n occluded at cell (i, j)))`; arguments as in
+    `occluded_responses`.
     """
-    _check_images(images)
-    measures = _measures(measure)
-    if len(measures) != 1:
-        raise ValueError(f"discrepancy takes one measure, got {measure!r}; use occlude_topk for several")
-    grid = _validate(tuple(images.shape[2:]), patch, stride, fill, measures, batch_size)
-    device = model_device(model, images.device)
-    chosen = {layer: _units(units, layer)}
-    out = []
-    with observation_mode(model):
-        for chunk in _sweep(model, chosen, lambda index: images[index.to(images.device)], len(images), grid, fill,
-                            measures, batch_size, seed, device):
-            clean, occluded = chunk.clean[layer][measure], chunk.occluded[layer][measure]
-            out.append(clean[:, :, None, None] - occluded)  # (n, K, gh, gw)
-    return torch.cat(out)
+    clean, occluded = occluded_responses(model, layer, images, patch, stride, fill, measure, units=units,
+                                         batch_size=batch_size, seed=seed)
+    return clean[:, :, None, None] - occluded
 
 
 @dataclass
