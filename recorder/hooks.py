@@ -1,7 +1,11 @@
 """Forward hooks on layers named by their dotted `named_modules()` names.
 
-    with LayerHooks(model, ["features.3", "fc"], on_output) as hooks:
-        model(x)          # on_output("features.3", tensor), on_output("fc", tensor)
+    with LayerHooks(model, ["features.3", "fc", "lstm[0]"], on_output) as hooks:
+        model(x)          # on_output("features.3", tensor), ..., on_output("lstm[0]", output[0])
+
+A module whose output is a tuple or list (`nn.LSTM`, `nn.MultiheadAttention`) is
+named with the index of the element to record: `"lstm[0]"`, `"attn[0]"`,
+`"lstm[1][0]"` (indices chain).
 
 All names are checked before any hook is registered; the handles are owned by
 the `LayerHooks` object and removed on `close()`, on exceptions and on exit.
@@ -10,6 +14,7 @@ the `LayerHooks` object and removed on `close()`, on exceptions and on exit.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,8 +26,46 @@ class UnknownLayerError(LookupError, ValueError):
     """A layer name that is not among the model's `named_modules()`."""
 
 
+_INDEXED = re.compile(r"^(?P<module>[^\[\]]+)(?P<index>(?:\[\d+\])*)$")
+
+
+def split_layer_name(name: str) -> tuple[str, tuple[int, ...]]:
+    """`"lstm[1][0]"` -> `("lstm", (1, 0))`: the module's dotted name and the indices into its output."""
+    match = _INDEXED.match(name) if isinstance(name, str) else None
+    if match is None:
+        raise ValueError(f"layer name {name!r} is not valid: use a dotted module name, optionally "
+                         "followed by an output index such as 'lstm[0]'")
+    return match["module"], tuple(int(i) for i in re.findall(r"\d+", match["index"]))
+
+
+def select_output(output: Any, name: str) -> Any:
+    """The element of a module's `output` that the layer name `name` indexes (the output itself
+    for a plain name); a ValueError naming the layer and the output's structure otherwise."""
+    _, indices = split_layer_name(name)
+    for depth, i in enumerate(indices):
+        if not isinstance(output, (tuple, list)):
+            where = name[:name.index("[")] + "".join(f"[{j}]" for j in indices[:depth])
+            raise ValueError(f"layer {name!r}: {where!r} returned {describe_output(output)}, which has "
+                             "no elements to index; drop the index")
+        if i >= len(output):
+            raise ValueError(f"layer {name!r}: index {i} is out of range; the output is "
+                             f"{describe_output(output)}")
+        output = output[i]
+    return output
+
+
+def describe_output(output: Any) -> str:
+    """A short description of a layer output: `Tensor [2, 8]`, `tuple(Tensor [2, 5, 8], tuple(...))`."""
+    if torch.is_tensor(output):
+        return f"Tensor {list(output.shape)}"
+    if isinstance(output, (tuple, list)):
+        return f"{type(output).__name__}(" + ", ".join(describe_output(o) for o in output) + ")"
+    return type(output).__name__
+
+
 def resolve_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
-    """Map each dotted name to its module; raise listing the valid names if any is unknown."""
+    """Map each dotted name (optionally indexed, `"lstm[0]"`) to its module; raise listing
+    the valid names if any is unknown."""
     if isinstance(names, str):
         names = [names]
     names = list(names)
@@ -32,10 +75,11 @@ def resolve_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Modul
     if repeated:
         raise ValueError(f"layers names {repeated} more than once; name each layer once")
     modules = {name: module for name, module in model.named_modules() if name}
-    unknown = [n for n in names if not isinstance(n, str) or n not in modules]
+    module_names = {n: _INDEXED.match(n)["module"] for n in names if isinstance(n, str) and _INDEXED.match(n)}
+    unknown = [n for n in names if module_names.get(n) not in modules]
     if unknown:
         raise UnknownLayerError(_unknown_message(unknown, list(modules)))
-    return {n: modules[n] for n in names}
+    return {n: modules[module_names[n]] for n in names}
 
 
 def _unknown_message(unknown: list, valid: list[str]) -> str:
@@ -56,9 +100,14 @@ def unit_responses(output: Any, layer: str, with_max: bool = True):
     itself (both); tokens `[B, T, K]` -> mean and max over tokens. A response that is
     not finite (a NaN or an Inf in the output) is NaN.
     """
+    if isinstance(output, (tuple, list)) and output:
+        raise ValueError(
+            f"layer {layer!r} returned {describe_output(output)}; name the element to record "
+            f"with an index, e.g. '{layer}[0]' for the first"
+        )
     if not torch.is_tensor(output):
         raise ValueError(
-            f"layer {layer!r} returned {type(output).__name__}, not a tensor; "
+            f"layer {layer!r} returned {describe_output(output)}, not a tensor; "
             "record a submodule whose output is a tensor"
         )
     x = output.detach()
@@ -106,8 +155,10 @@ class LayerHooks:
             raise
 
     def _make_hook(self, name: str):
+        indexed = "[" in name
+
         def hook(module, inputs, output):
-            self.callback(name, output)
+            self.callback(name, select_output(output, name) if indexed else output)
 
         return hook
 
@@ -125,3 +176,37 @@ class LayerHooks:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class FailingModule:
+    """Names the innermost module that was running when a forward raised.
+
+        with FailingModule(model) as where:
+            model(x)                       # raises inside model.fc
+        where.name                         # "fc" (None when the forward did not raise)
+
+    Pre- and post-forward hooks on every module keep a stack of the modules entered;
+    the hooks are removed on exit.
+    """
+
+    def __init__(self, model: nn.Module):
+        self._model = model
+        self._stack: list[str] = []
+        self._handles = []
+        self.name: str | None = None
+
+    def __enter__(self) -> FailingModule:
+        def leave(module, inputs, output) -> None:  # returns None: the output stays as it is
+            self._stack.pop()
+
+        for name, module in self._model.named_modules():
+            self._handles.append(module.register_forward_pre_hook(
+                lambda m, i, name=name: self._stack.append(name)))
+            self._handles.append(module.register_forward_hook(leave))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+        if exc_type is not None and self._stack:
+            self.name = self._stack[-1] or type(self._model).__name__

@@ -100,7 +100,8 @@ class RecorderOptions:
             if not classes:
                 return ["nothing to record: give probe=ProbeSet(...), or classes=[...] for online mode"]
             return []
-        if classes is not None and list(classes) != list(getattr(self.probe, "classes", [])):
+        probe_classes = list(getattr(self.probe, "classes", []))
+        if classes is not None and probe_classes and list(classes) != probe_classes:
             return [f"classes {list(classes)} differ from the probe's classes {list(self.probe.classes)}"]
         return []
 

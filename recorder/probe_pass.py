@@ -24,7 +24,7 @@ from recorder import metrics
 from recorder.accumulators import ClassSums, ImageResponses, Predictions
 from recorder.dissect.layer import LayerDissection
 from recorder.distributed import agree, rank_and_world
-from recorder.hooks import LayerHooks, unit_responses
+from recorder.hooks import FailingModule, LayerHooks, unit_responses
 
 
 @contextlib.contextmanager
@@ -96,16 +96,37 @@ class _Capture:
 
 def layer_shapes(model: nn.Module, probe, layers: Sequence[str], device: torch.device) -> dict[str, tuple]:
     """Per-image output shape of each layer, (K, h, w) for conv and (K,) otherwise,
-    from one forward of the first probe image."""
-    shapes = {}
+    from one forward of the first probe images. A model that fails on the probe's
+    images raises a ValueError naming their shape and the module that failed."""
+    shapes, refused = {}, []
+    x = probe.batch(range(min(2, len(probe)))).to(device)  # (B, C, H, W)
 
     def record_shape(name, output):
-        unit_responses(output, name, with_max=False)  # rejects unsupported shapes
+        try:
+            unit_responses(output, name, with_max=False)  # rejects unsupported shapes
+            if output.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"layer {name!r} has output shape {tuple(output.shape)} for a batch of {x.shape[0]} "
+                    "images: outputs must have the batch first ([B, ...]); for nn.LSTM, "
+                    "nn.MultiheadAttention or nn.Transformer* layers pass batch_first=True")
+        except ValueError as exc:
+            refused.append(exc)
+            raise
         shape = tuple(output.shape[1:])
         shapes[name] = shape if len(shape) == 3 else (shape[-1],)
 
     with observation_mode(model), LayerHooks(model, layers, record_shape):
-        model(probe.batch([0]).to(device))
+        try:
+            with FailingModule(model) as where:
+                model(x)
+        except Exception as exc:
+            if refused:
+                raise refused[0] from None
+            raise ValueError(
+                f"the model failed on the probe's images, shape {list(x.shape)} (N, C, H, W), in module "
+                f"{where.name!r}: {type(exc).__name__}: {exc}. Check that the probe's image size "
+                f"{tuple(probe.image_size)} and channel count {x.shape[1]} are what the model expects"
+            ) from exc
     missing = [name for name in layers if name not in shapes]
     if missing:
         raise ValueError(f"layer(s) {missing} were not called during the forward pass; record layers "

@@ -130,7 +130,8 @@ class Recorder:
         self.storage_options = dict(storage_options or {})
         self.every, self.quantile, self.batch_size = every, quantile, batch_size
         self.topk = min(topk, len(probe)) if probe is not None else topk  # a probe may hold fewer images
-        self.classes = list(probe.classes) if probe is not None else list(classes or [])
+        # a probe's classes, else classes= (online sums beside a classless probe such as Broden)
+        self.classes = list(probe.classes) if probe is not None and probe.classes else list(classes or [])
         self.online = online
         self.dissect = dissect
         self.predict = predict or default_predict
@@ -160,8 +161,15 @@ class Recorder:
             self.shapes = shapes
             self._set_units({name: self.shapes[name][0] for name in self.layers})  # in the order given
         self._hooks = None
+        self._trained_forwards = 0  # training forwards of the model since the last step()
+        self._forward_hook = None
         if online and self.classes:
             self._hooks = LayerHooks(self.model, self.layers, self._on_train_output)
+            self._forward_hook = self.model.register_forward_pre_hook(self._on_train_forward)
+        elif online and self.rank == 0:
+            warnings.warn("Recorder: online per-class sums are off: the probe has no classes and no "
+                          "classes= was given; pass classes=[...] (the names of the training labels) "
+                          "to sum training responses per class", stacklevel=2)
 
     # ----------------------------------------------------------------- setup
 
@@ -203,20 +211,33 @@ class Recorder:
         """Forget the training responses seen since the last step() (e.g. a replayed batch)."""
         self._take_pending()
 
+    def _on_train_forward(self, module, inputs) -> None:
+        if torch.is_grad_enabled():
+            self._trained_forwards += 1
+
     def _take_pending(self) -> dict[str, torch.Tensor | None]:
+        self._trained_forwards_taken, self._trained_forwards = self._trained_forwards, 0
         taken = {name: (torch.cat(parts) if parts else None) for name, parts in self._pending.items()}
         for parts in self._pending.values():
             parts.clear()
         return taken
 
     def _add_window(self, responses: dict, labels, logits) -> None:
-        labels = torch.as_tensor(labels).to(self.device).long().reshape(-1)
+        labels = torch.as_tensor(labels)
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"step() got labels of dtype {labels.dtype}; labels are integer class ids "
+                            f"in [0, {len(self.classes)}) (e.g. y.long()), not scores or one-hot rows")
+        labels = labels.to(self.device).long().reshape(-1)
         bad = (labels < 0) | (labels >= len(self.classes))
         if bool(bad.any()):
             first = int(bad.nonzero()[0])
             raise ValueError(
                 f"labels[{first}] = {int(labels[first])} is outside the class range "
                 f"[0, {len(self.classes)}) of classes {self.classes}")
+        if not self._trained_forwards_taken:
+            raise ValueError("step() was called with labels but the model ran no training forward since "
+                             "the previous step(); call step() once per batch, after model(x) (with "
+                             "gradients enabled)")
         for name in self.layers:
             batch = responses[name]
             if batch is None:
@@ -316,9 +337,10 @@ class Recorder:
                     layers[name].update(dissections[name].row_arrays())
                 else:
                     layers[name].update(topk_row_arrays(per_image[name], self.topk))
-            if self.classes:
+            labeled = labels >= 0
+            if self.classes and bool(labeled.any()):
                 predicted = preds.labels().cpu()
-                row_metrics["probe_accuracy"] = float((predicted == labels).float().mean())
+                row_metrics["probe_accuracy"] = float((predicted == labels)[labeled].float().mean())
 
         self._on_rank0(row_arrays, f"rank 0 failed to build the row at step {step}")
 
@@ -401,6 +423,9 @@ class Recorder:
         self._closed = True
         if self._hooks is not None:
             self._hooks.close()
+        if self._forward_hook is not None:
+            self._forward_hook.remove()
+            self._forward_hook = None
 
     def __enter__(self) -> Recorder:
         return self

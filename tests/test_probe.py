@@ -116,14 +116,14 @@ PX = make_pixels(3)
     "args, kwargs, match",
     [
         ((np.zeros((0, 4, 4, 3), np.uint8),), {}, r"probe is empty"),
-        ((np.zeros((3, 4, 4), np.uint8),), {}, r"images must be uint8 \[N, H, W, 3\] or float \[N, 3, H, W\], got shape \(3, 4, 4\)"),
-        ((np.zeros((3, 3, 4, 4), np.uint8),), {}, r"got shape \(3, 3, 4, 4\) \(torch.uint8\)"),
+        ((np.zeros((3, 4), np.uint8),), {}, r"images must be uint8 pixels \[N, H, W, C\] or float model inputs \[N, C, H, W\], got shape \(3, 4\)"),
+        ((np.zeros((3, 3, 8, 8), np.uint8),), {}, r"got shape \(3, 3, 8, 8\) \(torch.uint8\); this looks channels-first"),
         ((np.zeros((3, 4, 4, 3), np.int32),), {}, r"got shape \(3, 4, 4, 3\) \(torch.int32\)"),
         ((PX, [0, 1]), {"classes": ["a", "b"]}, r"labels must have shape \[N\] = \[3\] like images, got \(2,\)"),
         ((PX, [0.0, 1.0, 0.0], ["a", "b"]), {}, r"labels must be integers, got dtype float64"),
-        ((PX, [0, 2, 5], ["a", "b"]), {}, r"label 2 at index 1 is out of range; valid: \[0, 2\) or -1"),
+        ((PX, [0, 2, 5], ["a", "b"]), {}, r"label 2 at index 1 is out of range; valid: \[0, 2\) for classes"),
         ((PX, [0, -2, 0], ["a", "b"]), {}, r"label -2 at index 1 is out of range"),
-        ((PX, [-1, 0, -1]), {}, r"label 0 at index 1 is out of range; valid: -1 \(the probe has no classes\)"),
+        ((PX, [-1, 0, -1]), {}, r"label 0 at index 1 needs class names: pass classes=\[...\]"),
         ((PX, None, ["a", "a"]), {}, r"classes must be unique, 'a' appears more than once"),
         ((PX, None, ["a", 3]), {}, r"classes must be strings, got 3"),
         ((PX,), {"seg": np.zeros((2, 1, 4, 4), int)}, r"seg has 2 items but images has 3"),
@@ -132,8 +132,8 @@ PX = make_pixels(3)
         ((PX,), {"seg": np.full((3, 1, 4, 4), 3), "concepts": CONCEPTS[:2]}, r"seg holds concept id 3; valid ids are 0 \(unlabeled\) to 2"),
         ((PX,), {"seg": np.full((3, 1, 4, 4), -1), "concepts": CONCEPTS}, r"seg holds concept id -1"),
         ((PX,), {"concepts": ["sky"]}, r"concept 0 is 'sky'; expected a Concept, a \(name, category\) pair"),
-        ((PX,), {"mean": (0.5, 0.5)}, r"mean must have 3 values \(one per RGB channel\), got \(0.5, 0.5\)"),
-        ((PX,), {"std": (1, 2, 3, 4)}, r"std must have 3 values"),
+        ((PX,), {"mean": (0.5, 0.5)}, r"mean must have 1 or 3 values \(one per image channel\), got \(0.5, 0.5\)"),
+        ((PX,), {"std": (1, 2, 3, 4)}, r"std must have 1 or 3 values"),
         ((PX,), {"std": (1.0, 0.0, 1.0)}, r"std must not contain 0, got \(1.0, 0.0, 1.0\)"),
     ],
 )
@@ -251,7 +251,7 @@ def test_from_dataset_uint8_and_pil():
         ([(torch.zeros(3, 4, 4), 0, "x")], r"dataset item 0 is not an \(image, label\) pair: got tuple of length 3"),
         ([(torch.zeros(4, 4), 0)], r"dataset item 0 has an image of shape \(4, 4\)"),
         ([(torch.zeros(3, 4, 4), 0.5)], r"dataset item 0 has label 0.5; expected an int"),
-        ([(torch.zeros(3, 4, 4), 3)], r"label 3 at index 0 is out of range; valid: \[0, 2\) or -1"),
+        ([(torch.zeros(3, 4, 4), 3)], r"label 3 at index 0 is out of range; valid: \[0, 2\) for classes"),
         ([], r"probe is empty: the dataset yielded no items"),
     ],
 )
@@ -266,3 +266,44 @@ def test_dataloader_collates_items():
     torch.testing.assert_close(batch["image"], probe.batch(range(6)))
     assert batch["label"].tolist() == probe.labels.tolist()
     assert F.mse_loss(batch["image"], probe.batch(range(6))).item() == 0
+
+
+def test_gray_pixels_feed_one_channel_and_show_as_gray_rgb(tmp_path):
+    gray = np.arange(2 * 4 * 5, dtype=np.uint8).reshape(2, 4, 5) * 3  # [N, H, W]
+    probe = ProbeSet(gray, [0, 1], ["a", "b"], mean=0.5, std=0.25)
+    assert probe.channels == 1 and probe.mean == (0.5,) and probe.std == (0.25,)
+    x = probe.batch([0, 1])
+    assert x.shape == (2, 1, 4, 5)
+    expected = (gray.astype(np.float32) / 255.0 - 0.5) / 0.25
+    np.testing.assert_allclose(x[:, 0].numpy(), expected, rtol=1e-6)
+    thumbs = probe.thumbnails()
+    assert thumbs.shape == (2, 4, 5, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(thumbs[..., c], gray)
+    probe.to_h5(tmp_path / "gray.h5")
+    back = ProbeSet.from_h5(tmp_path / "gray.h5")
+    assert back.channels == 1 and back.fingerprint == probe.fingerprint
+    assert torch.equal(back.batch([0, 1]), x)
+
+
+def test_float_inputs_with_any_channel_count_round_trip(tmp_path):
+    x = torch.rand(3, 5, 4, 4)  # five channels, already model inputs in [0, 1]
+    probe = ProbeSet(x, None, mean=0.0, std=1.0)
+    assert probe.channels == 5 and probe.batch([2]).shape == (1, 5, 4, 4)
+    assert probe.pixels().shape == (3, 4, 4, 5)
+    assert probe.thumbnails().shape == (3, 4, 4, 3)
+    np.testing.assert_array_equal(probe.thumbnails()[..., 0],
+                                  (x.numpy() * 255).round().clip(0, 255).astype(np.uint8).mean(1).round())
+    probe.to_h5(tmp_path / "five.h5")
+    back = ProbeSet.from_h5(tmp_path / "five.h5")
+    assert back.channels == 5
+    torch.testing.assert_close(back.batch(range(3)), x, atol=0.5 / 255 + 1e-6, rtol=0)
+
+
+def test_from_dataset_keeps_gray_pil_images_gray():
+    from PIL import Image
+
+    ds = [(Image.fromarray(np.full((6, 6), 10 * i, np.uint8), mode="L"), i % 2) for i in range(4)]
+    probe = ProbeSet.from_dataset(ds, ["even", "odd"])
+    assert probe.channels == 1 and probe.batch([3]).shape == (1, 1, 6, 6)
+    assert float(probe.batch([3])[0, 0, 0, 0]) == pytest.approx(30 / 255)

@@ -106,6 +106,31 @@ def never_called_online(ctx: Context) -> None:
     rec.step(0, labels=torch.tensor([0, 1]))
 
 
+def step_without_forward(ctx: Context) -> None:
+    ctx.resume()
+    ctx.train_batch(2)
+    ctx.rec.step(11, labels=torch.tensor([0, 1]))
+    ctx.rec.step(12, labels=torch.tensor([0, 1]))
+
+
+def probe_the_model_cannot_take(ctx: Context) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+    Recorder(model, ["1"], probe=tiny_probe(), store=ctx.tmp_path / "sizes")
+
+
+def batch_second_attention(ctx: Context) -> None:
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 1)  # batch_first=False: (T, B, E)
+
+        def forward(self, x):  # (B, 3, 8, 8) -> rows as tokens, (T, B, E)
+            seq = x.mean(1).permute(1, 0, 2)
+            return self.attn(seq, seq, seq)[0].mean(0)
+
+    Recorder(Tokens(), ["attn[0]"], probe=tiny_probe(), store=ctx.tmp_path / "tokens")
+
+
 def two_devices(ctx: Context) -> None:
     model = TinyNet()
     model.fc.to("meta")
@@ -142,10 +167,10 @@ CASES = [
      UnknownLayerError, r"unknown layer 'fc2' \(did you mean 'fc'.*\)\. Valid layer names: 'conv1', 'bn'", False),
     ("unsupported output shape",
      lambda c: Recorder(Extra(Fn(lambda x: x[:, :, None])), ["extra"], probe=tiny_probe(), store=c.run),
-     ValueError, r"layer 'extra' has output shape \(1, 3, 1, 8, 8\); supported shapes are \[B, K, H, W\]", False),
+     ValueError, r"layer 'extra' has output shape \(2, 3, 1, 8, 8\); supported shapes are \[B, K, H, W\]", False),
     ("output not a tensor", lambda c: Recorder(Extra(Fn(lambda x: (x, x))), ["extra"], probe=tiny_probe(),
                                                store=c.run),
-     ValueError, r"layer 'extra' returned tuple, not a tensor", False),
+     ValueError, r"layer 'extra' returned tuple\(Tensor \[2, 3, 8, 8\], Tensor \[2, 3, 8, 8\]\); name the element to record with an index, e.g. 'extra\[0\]'", False),
     ("integer output", lambda c: Recorder(Extra(Fn(lambda x: x.long())), ["extra"], probe=tiny_probe(),
                                           store=c.run),
      ValueError, r"layer 'extra' returned a torch.int64 tensor; unit responses need floats", False),
@@ -159,13 +184,25 @@ CASES = [
     ("empty data set as probe", lambda c: ProbeSet.from_dataset([], CLASSES),
      ValueError, r"probe is empty: the dataset yielded no items", False),
     ("probe label out of range", lambda c: ProbeSet(np.zeros((2, 8, 8, 3), np.uint8), [0, 3], CLASSES),
-     ValueError, r"label 3 at index 1 is out of range; valid: \[0, 3\) or -1", False),
+     ValueError, r"label 3 at index 1 is out of range; valid: \[0, 3\) for classes", False),
     ("training label out of range", lambda c: labels(c, [0, 7]),
      ValueError, r"labels\[1\] = 7 is outside the class range \[0, 3\)", True),
     ("negative training label", lambda c: labels(c, [-1, 0]),
      ValueError, r"labels\[0\] = -1 is outside the class range \[0, 3\)", True),
     ("labels for another batch", lambda c: labels(c, [0, 1, 2]),
      ValueError, r"layer 'conv1' saw 2 training images since the last step\(\) but labels has 3", True),
+    ("float training labels", lambda c: labels(c, [0.0, 1.0]),
+     TypeError, r"step\(\) got labels of dtype torch.float32; labels are integer class ids in \[0, 3\)", True),
+    ("step without a forward", step_without_forward,
+     ValueError, r"the model ran no training forward since the previous step\(\); call step\(\) once per batch, "
+     r"after model\(x\)", True),
+    ("probe images the model cannot take", probe_the_model_cannot_take,
+     ValueError, r"the model failed on the probe's images, shape \[2, 3, 8, 8\] \(N, C, H, W\), in module '1': "
+     r"RuntimeError: mat1 and mat2 shapes cannot be multiplied.*probe's image size \(8, 8\) and channel count 3",
+     False),
+    ("batch-second tokens", batch_second_attention,
+     ValueError, r"layer 'attn\[0\]' has output shape \(8, 2, 8\) for a batch of 2 images: outputs must have "
+     r"the batch first.*batch_first=True", False),
     ("step repeated", step_twice, ValueError, r"step\(\) got step 11, not after the previous step 11", True),
     ("step of a recorded row", lambda c: c.resume().step(10),
      ValueError, r"step\(\) got step 10, not after the last recorded step 10 of the run at '.*run'", True),
@@ -376,7 +413,7 @@ def test_probe_images_go_to_the_device_given(tmp_path):
     with Recorder(model, LAYERS, probe=tiny_probe(), store=tmp_path / "r", progress=False, device="cpu") as rec:
         rec.record(0)
     assert set(model.seen) == {torch.device("cpu")}
-    with pytest.raises(RuntimeError, match="meta"):  # the device given is used as it is
+    with pytest.raises(ValueError, match="failed on the probe.s images.*RuntimeError: .*meta"):  # used as given
         Recorder(SeesDevices(), LAYERS, probe=tiny_probe(), store=tmp_path / "m", device="meta")
 
 

@@ -5,15 +5,15 @@
 
 Layout (`format` attribute "tuneline.probe/1"):
 
-- `images`: uint8 `[N, H, W, 3]`, chunked one image per chunk `(1, H, W, 3)`;
+- `images`: uint8 `[N, H, W, C]`, chunked one image per chunk `(1, H, W, C)`;
 - `labels`: int32 `[N]`, -1 for an image without a class;
 - `seg` (optional): uint16 `[N, L, h, w]` concept ids, 1-based into `concepts`
   (int32 when an id exceeds 65535), chunked `(1, L, h, w)`, gzip-compressed;
 - attributes: `classes` and `concepts` as JSON strings (concepts a list of
-  `{name, category}`), `mean` and `std` (float64, 3 values), `format`.
+  `{name, category}`), `mean` and `std` (float64, one value per channel), `format`.
 
 A probe of float images is written as uint8 pixels: its images are denormalized
-with its `mean`/`std` (`thumbnails` at full size), and `mean`/`std` are kept, so
+with its `mean`/`std` (`ProbeSet.pixels()`: full size, every channel), and `mean`/`std` are kept, so
 the file reads back as a pixel probe whose model inputs equal the original ones up
 to 8-bit rounding (its fingerprint therefore differs from the float probe's).
 """
@@ -35,7 +35,7 @@ def write_h5(path, *, images: np.ndarray, labels: np.ndarray, classes: list[str]
              mean, std, seg: np.ndarray | None = None) -> None:
     """Write probe arrays to the HDF5 file `path` (overwritten when it exists).
 
-    `images` uint8 `[N, H, W, 3]`, `labels` int `[N]`, `seg` int `[N, L, h, w]` or None,
+    `images` uint8 `[N, H, W, C]`, `labels` int `[N]`, `seg` int `[N, L, h, w]` or None,
     `concepts` as `{name, category}` dicts.
     """
     h, w = images.shape[1:3]
@@ -90,8 +90,8 @@ def read_h5(path) -> dict:
         seg = f["seg"][()] if "seg" in f else None
         classes = json.loads(_attr(f, "classes", "[]"))
         concepts = json.loads(_attr(f, "concepts", "[]"))
-        mean = f.attrs.get("mean", (0.0, 0.0, 0.0))
-        std = f.attrs.get("std", (1.0, 1.0, 1.0))
+        mean = f.attrs.get("mean", None)
+        std = f.attrs.get("std", None)
     if seg is not None and seg.dtype == np.uint16:
         seg = seg.astype(np.int32)  # torch has no general uint16 support
     return dict(images=images, labels=labels, classes=classes, seg=seg, concepts=concepts,

@@ -35,11 +35,36 @@ def normalize_concepts(concepts) -> list[Concept]:
     return out
 
 
-def _triple(name: str, value) -> tuple[float, float, float]:
+_PIXEL_CHANNELS = (1, 3, 4)  # usual channel counts of uint8 pixels: gray, RGB, RGBA
+
+
+def _per_channel(name: str, value, channels: int, default: float) -> tuple[float, ...]:
+    """`value` (None, a number, or one number per channel) as a tuple of `channels` floats."""
+    if value is None:
+        return (default,) * channels
     vals = tuple(float(v) for v in np.asarray(value, dtype=np.float64).reshape(-1))
-    if len(vals) != 3:
-        raise ValueError(f"{name} must have 3 values (one per RGB channel), got {value!r}")
-    return vals  # type: ignore[return-value]
+    if len(vals) == 1:
+        return vals * channels
+    if len(vals) != channels:
+        raise ValueError(f"{name} must have 1 or {channels} values (one per image channel), got {value!r}")
+    return vals
+
+
+def _images_layout(images: torch.Tensor) -> str:
+    """"pixels" for uint8 `[N, H, W, C]`, "float" for float `[N, C, H, W]`;
+    a ValueError naming the shape otherwise."""
+    shape = tuple(images.shape)
+    expected = (f"images must be uint8 pixels [N, H, W, C] or float model inputs [N, C, H, W], "
+                f"got shape {shape} ({images.dtype})")
+    if images.ndim != 4:
+        raise ValueError(expected)
+    if images.dtype == torch.uint8:
+        if shape[1] in (1, 3) and shape[-1] not in _PIXEL_CHANNELS:
+            raise ValueError(expected + "; this looks channels-first: pass images.permute(0, 2, 3, 1)")
+        return "pixels"
+    if images.is_floating_point():
+        return "float"
+    raise ValueError(expected)
 
 
 def _as_tensor(x) -> torch.Tensor:
@@ -54,12 +79,12 @@ class ProbeSet(torch.utils.data.Dataset):
 
         probe = ProbeSet(pixels, labels, ["cat", "dog"], mean=MEAN, std=STD)
         probe = ProbeSet.from_h5("probe.h5")          # or ProbeSet.from_dataset(ds, classes)
-        x = probe.batch(range(16))                    # float32 [16, 3, H, W] for the model
-        item = probe[0]    # {"image": [3, H, W] float32, "label": int, "seg": [L, h, w] long}
+        x = probe.batch(range(16))                    # float32 [16, C, H, W] for the model
+        item = probe[0]    # {"image": [C, H, W] float32, "label": int, "seg": [L, h, w] long}
 
-    `images` are uint8 pixels `[N, H, W, 3]`, fed to the model as
-    `(pixels / 255 - mean) / std` (CHW float32), or float images `[N, 3, H, W]`
-    already prepared for the model (kept as they are; `mean`/`std` then describe the
+    `images` are uint8 pixels `[N, H, W, C]` (any C; `[N, H, W]` for gray),
+    fed to the model as `(pixels / 255 - mean) / std` (CHW float32), or float images
+    `[N, C, H, W]` (any C) already prepared for the model (kept as they are; `mean`/`std` then describe the
     normalization they carry and are used for thumbnails and `to_h5` only).
     The probe keeps views of the arrays it is given: do not modify them afterwards.
     `labels` are class ids in `[0, len(classes))`, or -1 for an image without a
@@ -75,30 +100,26 @@ class ProbeSet(torch.utils.data.Dataset):
         *,
         seg=None,
         concepts=None,
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
+        mean=None,
+        std=None,
         source: str = "memory",
     ):
         images = _as_tensor(images)
-        if images.ndim != 4:
-            raise ValueError(
-                f"images must be uint8 [N, H, W, 3] or float [N, 3, H, W], got shape "
-                f"{tuple(images.shape)} ({images.dtype})"
-            )
+        if images.dtype == torch.uint8 and images.ndim == 3:  # [N, H, W] gray pixels
+            images = images[..., None]
+        layout = _images_layout(images)
         n = images.shape[0]
         if n == 0:
             raise ValueError("probe is empty: images has no items (N == 0); give at least one image")
-        if images.dtype == torch.uint8 and images.shape[-1] == 3:
+        if layout == "pixels":  # (N, H, W, C) uint8
             self._pixels: torch.Tensor | None = images.contiguous()
             self._float: torch.Tensor | None = None
-        elif images.is_floating_point() and images.shape[1] == 3:
+            self._channels = images.shape[-1]
+            self._size = tuple(images.shape[1:3])
+        else:  # (N, C, H, W) float
             self._pixels, self._float = None, images.to(torch.float32).contiguous()
-        else:
-            raise ValueError(
-                f"images must be uint8 [N, H, W, 3] or float [N, 3, H, W], got shape "
-                f"{tuple(images.shape)} ({images.dtype})"
-            )
-        self._size = tuple(images.shape[1:3]) if self._pixels is not None else tuple(images.shape[2:])
+            self._channels = images.shape[1]
+            self._size = tuple(images.shape[2:])
 
         self._classes = [] if classes is None else list(classes)
         bad = [c for c in self._classes if not isinstance(c, str)]
@@ -112,12 +133,12 @@ class ProbeSet(torch.utils.data.Dataset):
         self._concepts = normalize_concepts(concepts)
         self._seg = self._check_seg(seg, n)
 
-        self._mean = _triple("mean", mean)
-        self._std = _triple("std", std)
+        self._mean = _per_channel("mean", mean, self._channels, 0.0)
+        self._std = _per_channel("std", std, self._channels, 1.0)
         if any(s == 0 for s in self._std):
             raise ValueError(f"std must not contain 0, got {self._std}")
-        self._mean_t = torch.tensor(self._mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std_t = torch.tensor(self._std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._mean_t = torch.tensor(self._mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self._std_t = torch.tensor(self._std, dtype=torch.float32).view(1, -1, 1, 1)
         self._source = str(source)
         self._fingerprint: str | None = None
 
@@ -133,8 +154,13 @@ class ProbeSet(torch.utils.data.Dataset):
         bad = np.flatnonzero((arr != -1) & ((arr < 0) | (arr >= n_cls)))
         if len(bad):
             i = int(bad[0])
-            valid = f"[0, {n_cls}) or -1" if n_cls else "-1 (the probe has no classes)"
-            raise ValueError(f"label {int(arr[i])} at index {i} is out of range; valid: {valid}")
+            if not n_cls:
+                raise ValueError(
+                    f"label {int(arr[i])} at index {i} needs class names: pass classes=[...] with one "
+                    f"name per label id (ids 0..{int(arr.max())} here), or labels=None for a probe "
+                    "without classes")
+            raise ValueError(f"label {int(arr[i])} at index {i} is out of range; valid: [0, {n_cls}) "
+                             f"for classes {self._classes}, or -1 for an image without a class")
         return torch.from_numpy(arr.astype(np.int64))
 
     def _check_seg(self, seg, n: int) -> torch.Tensor | None:
@@ -183,6 +209,11 @@ class ProbeSet(torch.utils.data.Dataset):
         return self._seg is not None and self._seg.shape[1] > 0
 
     @property
+    def channels(self) -> int:
+        """Channels of the model input (1 for gray, 3 for RGB, any for float inputs)."""
+        return self._channels
+
+    @property
     def image_size(self) -> tuple[int, int]:
         return self._size
 
@@ -191,11 +222,11 @@ class ProbeSet(torch.utils.data.Dataset):
         return tuple(self._seg.shape[2:]) if self.has_seg else None
 
     @property
-    def mean(self) -> tuple[float, float, float]:
+    def mean(self) -> tuple[float, ...]:
         return self._mean
 
     @property
-    def std(self) -> tuple[float, float, float]:
+    def std(self) -> tuple[float, ...]:
         return self._std
 
     @property
@@ -234,7 +265,7 @@ class ProbeSet(torch.utils.data.Dataset):
         }
 
     def batch(self, indices) -> torch.Tensor:
-        """Model inputs of `indices`: float32 `[B, 3, H, W]`."""
+        """Model inputs of `indices`: float32 `[B, C, H, W]`."""
         idx = self._index(indices)
         if self._float is not None:
             return self._float[idx]
@@ -261,27 +292,34 @@ class ProbeSet(torch.utils.data.Dataset):
         return start, start + size + (rank < extra)
 
     # ------------------------------------------------------------ display, identity
-    def thumbnails(self, max_size: int = 128) -> np.ndarray:
-        """uint8 `[N, h, w, 3]` for display, area-downscaled to at most `max_size` per side."""
-        if max_size < 1:
+    def pixels(self, max_size: int | None = None, *, rgb: bool = False) -> np.ndarray:
+        """uint8 `[N, h, w, C]` pixels (float inputs un-normalized with `mean`/`std`),
+        area-downscaled to at most `max_size` per side; `rgb=True` gives `[N, h, w, 3]` for
+        display (gray replicated, alpha dropped, other channel counts averaged to gray)."""
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
             raise ValueError(f"max_size must be a positive int, got {max_size!r}")
         h, w = self._size
-        scale = min(1.0, max_size / max(h, w))
+        scale = 1.0 if max_size is None else min(1.0, max_size / max(h, w))
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        out = np.empty((len(self), *size, 3), dtype=np.uint8)
+        out = np.empty((len(self), *size, 3 if rgb else self._channels), dtype=np.uint8)
         for start in range(0, len(self), _HASH_CHUNK):
             sl = slice(start, start + _HASH_CHUNK)
             if self._pixels is not None and size == self._size:
-                out[sl] = self._pixels[sl].numpy()
-                continue
-            if self._pixels is not None:
-                x = self._pixels[sl].permute(0, 3, 1, 2).to(torch.float32)
+                x = self._pixels[sl].permute(0, 3, 1, 2)  # (B, C, H, W) uint8
             else:
-                x = (self._float[sl] * self._std_t + self._mean_t) * 255.0
-            if size != self._size:
-                x = F.interpolate(x, size=size, mode="area")
-            out[sl] = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+                if self._pixels is not None:
+                    x = self._pixels[sl].permute(0, 3, 1, 2).to(torch.float32)
+                else:
+                    x = (self._float[sl] * self._std_t + self._mean_t) * 255.0
+                if size != self._size:
+                    x = F.interpolate(x, size=size, mode="area")
+                x = x.round().clamp(0, 255).to(torch.uint8)
+            out[sl] = (_as_rgb(x) if rgb else x).permute(0, 2, 3, 1).numpy()
         return out
+
+    def thumbnails(self, max_size: int = 128) -> np.ndarray:
+        """uint8 `[N, h, w, 3]` RGB for display, area-downscaled to at most `max_size` per side."""
+        return self.pixels(max_size, rgb=True)
 
     @property
     def fingerprint(self) -> str:
@@ -320,12 +358,12 @@ class ProbeSet(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------ constructors, io
     @classmethod
-    def from_dataset(cls, ds, classes=None, *, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), limit=None):
+    def from_dataset(cls, ds, classes=None, *, mean=None, std=None, limit=None):
         """Probe from any dataset of `(image, label)` pairs, in dataset order.
 
-        Images may be float tensors `[3, H, W]` (kept as model inputs; `mean`/`std`
-        describe the normalization the dataset applied) or PIL images / uint8 HWC
-        arrays (kept as pixels, normalized with `mean`/`std`).
+        Images may be float tensors `[C, H, W]` (kept as model inputs; `mean`/`std`
+        describe the normalization the dataset applied) or PIL images / uint8 HWC or
+        HW arrays (kept as pixels, normalized with `mean`/`std`; gray stays 1 channel).
         """
         images, labels, kind, shape = [], [], None, None
         for i, item in enumerate(ds):
@@ -362,8 +400,7 @@ class ProbeSet(torch.utils.data.Dataset):
         """Write the probe as HDF5 (see `recorder.probe.h5` for the format)."""
         from recorder.probe.h5 import write_h5
 
-        h, w = self.image_size
-        pixels = self._pixels.numpy() if self.is_pixels else self.thumbnails(max_size=max(h, w))
+        pixels = self._pixels.numpy() if self.is_pixels else self.pixels()
         write_h5(path, images=pixels, labels=self.labels.numpy(), classes=self.classes,
                  concepts=[c.to_dict() for c in self.concepts], mean=self.mean, std=self.std,
                  seg=self._seg.numpy() if self.has_seg else None)
@@ -384,18 +421,29 @@ class ProbeSet(torch.utils.data.Dataset):
         return cls(**read_broden(root, categories, split, mean=mean, std=std))
 
 
+def _as_rgb(x: torch.Tensor) -> torch.Tensor:
+    """uint8 `(B, C, H, W)` -> `(B, 3, H, W)`: gray replicated, alpha dropped, others averaged."""
+    c = x.shape[1]
+    if c in (3, 4):
+        return x[:, :3]
+    gray = x if c == 1 else x.float().mean(1, keepdim=True).round().to(torch.uint8)
+    return gray.expand(-1, 3, -1, -1)
+
+
 def _dataset_image(img, i: int) -> tuple[str, torch.Tensor]:
-    """('float', [3, H, W] float32) or ('uint8', [H, W, 3] uint8) for one dataset image."""
-    if hasattr(img, "convert") and hasattr(img, "mode"):  # PIL image
-        img = np.asarray(img.convert("RGB"))
+    """('float', [C, H, W] float32) or ('uint8', [H, W, C] uint8) for one dataset image."""
+    if hasattr(img, "convert") and hasattr(img, "mode"):  # PIL image: gray stays gray
+        img = np.asarray(img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"))
     t = _as_tensor(img)
-    if t.is_floating_point() and t.ndim == 3 and t.shape[0] == 3:
+    if t.is_floating_point() and t.ndim == 3:
         return "float", t.to(torch.float32)
-    if t.dtype == torch.uint8 and t.ndim == 3 and t.shape[-1] == 3:
+    if t.dtype == torch.uint8 and t.ndim == 2:
+        return "uint8", t[..., None]
+    if t.dtype == torch.uint8 and t.ndim == 3:
         return "uint8", t
     raise ValueError(
         f"dataset item {i} has an image of shape {tuple(t.shape)} ({t.dtype}); expected a "
-        "float tensor [3, H, W], a PIL image or a uint8 array [H, W, 3]"
+        "float tensor [C, H, W], a PIL image or a uint8 array [H, W, C] or [H, W]"
     )
 
 
