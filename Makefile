@@ -22,11 +22,11 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
 
-# Trains the built-in regularization sweep into runs/demo (about 5-7 minutes on
-# 2 cores; finished runs are kept), prints its report, then serves the viewer.
+# Serves the viewer on http://127.0.0.1:8050/ first, then trains the built-in
+# regularization sweep into runs/demo behind it (runs appear live; finished runs are
+# kept), prints its report and keeps serving until Ctrl-C.
 demo: $(VENV)/.installed
-	$(PY) -m training sweep --preset demo
-	$(PY) -m viewer runs/demo
+	$(PY) -m training demo
 
 bench: $(VENV)/.installed
 	$(PY) bench/record_overhead.py

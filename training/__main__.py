@@ -7,7 +7,7 @@ COMMANDS = {
     "sweep": "training.sweep",          # the regularization settings: python -m training sweep --preset demo
     "report": "training.report",        # markdown table of a sweep: python -m training report runs/demo
     "rotate": "training.rotate",        # rotation control of a trained run
-    "demo": "training.sweep",           # the demo sweep (same as: sweep --preset demo)
+    "demo": "training.demo",            # the viewer first, then the demo sweep trained behind it
     "make-probe": "training.make_probe",
     "show-world": "training.show_world",
     "tiny-demo": "training.tiny_demo",  # a few-second run on generated blobs
