@@ -207,3 +207,15 @@ def test_cuda_equals_cpu(images):
     got = discrepancy(model.cuda(), "3", images, P, S, "noise", "peak")
     assert got.device.type == "cuda"
     torch.testing.assert_close(got.cpu(), want, atol=1e-5, rtol=0)
+
+
+def test_occlude_topk_reads_a_probe_set():
+    from training.world import make_probe
+
+    probe = make_probe(6, seed=1)
+    model = tiny_net().eval()
+    index = {"3": torch.tensor([[5, 0], [2, 2]])}
+    from_probe = occlude_topk(model, index, probe, 16, 12, "mean", "peak")["3"].maps["peak"]
+    from_tensor = occlude_topk(model, index, probe.batch(range(6)), 16, 12, "mean", "peak")["3"].maps["peak"]
+    assert from_probe.shape == (2, 2, 5, 5)
+    torch.testing.assert_close(from_probe, from_tensor)

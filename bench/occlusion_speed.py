@@ -1,0 +1,135 @@
+"""Occlusion of each unit's top-k images: `occlude_topk` side by side with `captum.attr.Occlusion`.
+
+    python bench/occlusion_speed.py [--units 64] [--captum-units 8] [--probe 200] [--repeats 3] [--device cpu]
+
+The small CNN of training/models.py (depth 4, width 16, seeded, untrained) on
+64x64 shapes-world probe images; layer conv3 (64 units); each unit's top-8 probe
+images by spatial max; an 8x8 zero-filled occluder at stride 4 (15x15 grid),
+measure "mean". Captum gets its best settings: `perturbations_per_eval=64` and a
+forward function that stops at the layer and returns the unit's spatial mean; its
+API needs one call per unit and image. Captum runs on the top-k images of the
+first `--captum-units` units (its cost per call does not depend on the unit); its
+time for all units is that time scaled by the number of calls, and is printed as
+such. Its pixel maps are checked against `pixel_map` of ours (<= 1e-5). Each
+figure is the median of `--repeats` runs. Also printed: occlusion time / the time
+of one bare forward of the whole probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from recorder.occlusion import occlude_topk, pixel_map
+from training.models import SmallCNN
+from training.world import make_probe
+
+LAYER, PATCH, STRIDE, TOPK, SIZE = "conv3", 8, 4, 8, 64
+
+
+class _Out(Exception):
+    def __init__(self, output):
+        self.output = output
+
+
+def layer_output(model, x):
+    """conv3's output, the forward stopped there (Captum's forward function gets the same shortcut)."""
+    def hook(module, inputs, output):
+        raise _Out(output)
+    handle = getattr(model, LAYER).register_forward_hook(hook)
+    try:
+        model(x)
+    except _Out as out:
+        return out.output
+    finally:
+        handle.remove()
+    raise RuntimeError("layer did not run")
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(work, device, repeats):
+    times, result = [], None
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        result = work()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--units", type=int, default=64, help="units of conv3 occluded by ours (<= 64)")
+    parser.add_argument("--captum-units", type=int, default=8, help="units run through Captum (<= --units)")
+    parser.add_argument("--probe", type=int, default=200, help="probe images the top-k are drawn from")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    from captum.attr import Occlusion
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = SmallCNN(depth=4, width=16).to(device).eval()
+    probe = make_probe(args.probe, seed=1234)
+    images = probe.batch(range(len(probe))).to(device)  # (N, 3, 64, 64)
+
+    with torch.no_grad():
+        maps = torch.cat([layer_output(model, images[i:i + 64]) for i in range(0, len(images), 64)])
+    topk = maps[:, :args.units].flatten(2).amax(2).T.topk(TOPK, dim=1).indices  # (K, k)
+    distinct = len(torch.unique(topk))
+
+    def bare_forward():
+        with torch.no_grad():
+            for i in range(0, len(images), 64):
+                model(images[i:i + 64])
+
+    def ours():
+        return occlude_topk(model, {LAYER: topk}, images, PATCH, STRIDE, "zero", "mean",
+                            units={LAYER: list(range(args.units))})[LAYER].maps["mean"]
+
+    def captum():
+        out = {}
+        for unit in range(args.captum_units):
+            def f(x, unit=unit):
+                return layer_output(model, x)[:, unit].mean((1, 2))  # (B,)
+            occlusion = Occlusion(f)
+            for rank, index in enumerate(topk[unit].tolist()):
+                with torch.no_grad():
+                    out[unit, rank] = occlusion.attribute(
+                        images[index:index + 1], sliding_window_shapes=(3, PATCH, PATCH),
+                        strides=(3, STRIDE, STRIDE), baselines=0.0, perturbations_per_eval=64)[0, 0]
+        return out
+
+    bare_forward(), ours()  # warm-up
+    t_bare, _ = timed(bare_forward, device, args.repeats)
+    t_ours, ours_maps = timed(ours, device, args.repeats)
+    t_captum, captum_maps = timed(captum, device, args.repeats)
+    calls_run, calls_all = args.captum_units * TOPK, args.units * TOPK
+    t_captum_all = t_captum / calls_run * calls_all
+
+    pixels = pixel_map(ours_maps, (SIZE, SIZE), PATCH, STRIDE)  # (K, k, 64, 64)
+    worst = max(float((pixels[unit, rank] - want).abs().max()) for (unit, rank), want in captum_maps.items())
+    assert worst <= 1e-5, f"maps differ from Captum's by {worst}"
+
+    print(f"device {device}, threads {args.threads}, {args.units} units of {LAYER}, top-{TOPK} of {len(images)} "
+          f"probe images ({distinct} distinct), patch {PATCH}, stride {STRIDE}, 15x15 grid; "
+          f"median of {args.repeats}")
+    print(f"bare probe forward      {t_bare * 1e3:9.1f} ms")
+    print(f"occlude_topk            {t_ours * 1e3:9.1f} ms   ({t_ours / t_bare:.1f}x the bare probe forward)")
+    print(f"captum.attr.Occlusion   {t_captum * 1e3:9.1f} ms for {calls_run} calls ({args.captum_units} units); "
+          f"{t_captum_all * 1e3:.1f} ms for all {calls_all} calls")
+    print(f"speed-up (captum / ours, all units): {t_captum_all / t_ours:.1f}x;  maps max |diff| {worst:.2e}")
+
+
+if __name__ == "__main__":
+    main()
