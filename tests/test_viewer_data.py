@@ -2,6 +2,7 @@
 
 import json
 import os
+import uuid
 
 import pytest
 
@@ -131,3 +132,51 @@ def test_symlinked_folders_are_not_followed(tmp_path, tmp_path_factory):
     small().write(outside / "secret")
     os.symlink(outside, root / "link")
     assert "link/secret" not in [e.id for e in Registry(root).entries()]
+
+
+@pytest.fixture()
+def memory_root():
+    """A fresh prefix of fsspec's in-process memory filesystem (a URL the run store opens)."""
+    return f"memory://tuneline-viewer-{uuid.uuid4().hex}"
+
+
+def test_a_url_root_ids_are_locations_below_it(memory_root):
+    small(seed=1).write(f"{memory_root}/sweep/a")
+    small(seed=2).write(f"{memory_root}/sweep/b")
+    small(seed=3).write(f"{memory_root}-other/secret")  # a sibling prefix: not below the root
+    for root in (memory_root, memory_root + "/"):
+        reg = Registry(root)
+        entries = reg.entries()
+        assert reg.is_url and reg.root == memory_root
+        assert [(e.id, e.location, e.error) for e in entries] == [
+            ("sweep/a", f"{memory_root}/sweep/a", None), ("sweep/b", f"{memory_root}/sweep/b", None)]
+        assert reg.run("sweep/b").n_committed == 3 and reg.payload("sweep/a", "fc")["T"] == 3
+        for bad in ("../" + memory_root.rsplit("/", 1)[-1] + "-other/secret", f"{memory_root}-other/secret",
+                    "sweep/a/..", "sweep"):
+            with pytest.raises(UnknownRunError, match="unknown run"):
+                reg.run(bad)
+    assert [e.id for e in Registry(f"{memory_root}/sweep/a").entries()] == ["."]
+
+
+def test_a_url_root_finds_new_runs_and_rows(memory_root):
+    gen = small(checkpoints=5)
+    reg = Registry(memory_root, poll_s=0.0, rescan_s=0.0)
+    assert reg.entries() == [] and reg.problem is None
+    with gen.open_writer(f"{memory_root}/live") as writer:
+        assert [e.id for e in reg.entries()] == ["live"] and reg.poll("live") == 0
+        gen.append(writer, 0, 2)
+        assert reg.poll("live") == 2
+        gen.append(writer, 2, 5)
+        assert reg.poll("live") == 5 and reg.payload("live", "fc")["T"] == 5
+
+
+def test_a_root_that_cannot_be_searched_says_why():
+    reg = Registry("nosuchscheme://bucket/sweep")
+    assert reg.entries() == [] and "nosuchscheme" in reg.problem
+
+
+def test_bad_roots_are_named(tmp_path):
+    with pytest.raises(TypeError, match="got 42"):
+        Registry(42)
+    with pytest.raises(ValueError, match="apply to URLs only"):
+        Registry(tmp_path, storage_options={"anon": True})

@@ -55,3 +55,16 @@ def test_root_must_be_a_folder(fake, tmp_path, capsys):
 def test_help_runs_as_a_module():
     out = subprocess.run([sys.executable, "-m", "viewer", "--help"], capture_output=True, text=True, check=True)
     assert "--host" in out.stdout and "127.0.0.1" in out.stdout
+
+
+def test_a_url_root_is_passed_as_a_string(fake):
+    app, roots = fake
+    cli.main(["memory://tuneline-main/sweep"])
+    assert roots == ["memory://tuneline-main/sweep"] and app.ran["host"] == "127.0.0.1"
+
+
+def test_an_unknown_url_scheme_is_named(fake, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["nosuchscheme://bucket/sweep"])
+    err = capsys.readouterr().err
+    assert "nosuchscheme://" in err and "s3://" in err

@@ -61,6 +61,12 @@ def test_empty_folder_says_so(tmp_path):
     assert "tl-warn" in page.children[0].className and find(page, ID.empty_live) is not None
 
 
+def test_a_root_that_cannot_be_searched_says_why():
+    page = views.route(Registry("nosuchscheme://bucket/sweep"), "/", "")
+    assert "could not be searched" in text(page) and "nosuchscheme" in text(page)
+    assert find(page, ID.empty_live) is not None  # and looks again
+
+
 def test_map_page_for_the_first_run_by_default(registry):
     page = views.route(registry, "/", "")
     assert find(page, ID.run).value == "damaged"  # the first readable run, in sorted order

@@ -1,7 +1,9 @@
-"""`python -m viewer runs/` (or `tuneline-view runs/`): serve every run below a folder.
+"""`python -m viewer runs/` (or `tuneline-view runs/`): serve every run below a folder or URL.
 
 Like `tensorboard --logdir`: runs are found below the folder (any `record.zarr`),
-new ones as they appear; the page polls for new checkpoints of live runs.
+new ones as they appear; the page polls for new checkpoints of live runs. The root
+may be a URL the run store opens (`s3://bucket/sweep`, `gs://...`), with endpoint and
+credentials from the usual environment (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...).
 """
 
 from __future__ import annotations
@@ -13,21 +15,36 @@ from pathlib import Path
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m viewer", description=__doc__.splitlines()[0])
-    parser.add_argument("root", nargs="?", default="runs", help="folder to search for runs (default: runs)")
+    parser.add_argument("root", nargs="?", default="runs",
+                        help="folder or URL (s3://bucket/prefix) to search for runs (default: runs)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this "
                         "machine only; 0.0.0.0 exposes the runs to the network)")
     parser.add_argument("--port", type=int, default=8050, help="port (default: 8050)")
     parser.add_argument("--debug", action="store_true", help="Dash debug mode (reloader, dev tools)")
     args = parser.parse_args(argv)
-    root = Path(args.root)
-    if root.exists() and not root.is_dir():
-        parser.error(f"'{root}' is not a folder")
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port} is not a valid port")
+    from recorder.store import RunStore
+    from viewer.data import is_url
+
+    if is_url(args.root):
+        root = args.root
+        try:
+            RunStore.find(root)  # an unknown scheme or a missing backend fails now, not on the page
+        except (ValueError, ImportError) as exc:
+            parser.error(str(exc))
+        except OSError as exc:  # e.g. a bucket not there yet: the page says so and looks again
+            print(f"tuneline viewer: cannot search '{root}' yet: {exc}", file=sys.stderr, flush=True)
+        shown = root
+    else:
+        root = Path(args.root)
+        if root.exists() and not root.is_dir():
+            parser.error(f"'{root}' is not a folder")
+        shown = root.resolve()
     from viewer.app import create_app  # after argument checks: importing Dash takes a moment
 
     app = create_app(root)
-    print(f"tuneline viewer: serving runs below '{root.resolve()}' at http://{args.host}:{args.port}/",
+    print(f"tuneline viewer: serving runs below '{shown}' at http://{args.host}:{args.port}/",
           file=sys.stderr, flush=True)
     app.run(host=args.host, port=args.port, debug=args.debug)
 

@@ -1,7 +1,7 @@
 """The Dash app factory: `create_app(root)` serves the runs found below `root`.
 
     from viewer.app import create_app
-    app = create_app("runs")
+    app = create_app("runs")                     # or create_app("s3://bucket/sweep")
     app.run(host="127.0.0.1", port=8050)
 
 Nothing is read at import time; `create_app` builds the registry (which searches
@@ -49,13 +49,15 @@ def _not_served(exc: DependencyException):
     return "Not found: the viewer serves only the scripts of its own page.", 404
 
 
-def create_app(root: str | os.PathLike, *, warm: bool = True) -> dash.Dash:
-    """A Dash app serving the runs below folder `root` (which may be empty or not exist yet)."""
-    registry = Registry(root)
+def create_app(root: str | os.PathLike, *, warm: bool = True, storage_options: dict | None = None) -> dash.Dash:
+    """A Dash app serving the runs below folder or URL `root` (which may be empty or not exist yet).
+
+    `storage_options` go to the run store for a URL root (endpoint, credentials, ...)."""
+    registry = Registry(root, storage_options=storage_options)
     app = dash.Dash(
         __name__, title="tuneline", assets_folder=str(ASSETS), suppress_callback_exceptions=True,
         update_title=None, serve_locally=True)
-    app.layout = app_shell(str(registry.root))
+    app.layout = app_shell(registry.root)
     app.server.config["TUNELINE_REGISTRY"] = registry
     app.server.register_error_handler(DependencyException, _not_served)
     callbacks.register(app, registry)

@@ -1,21 +1,25 @@
 """The runs a viewer serves: discovery, opaque run ids, cached runs and payloads.
 
-    registry = Registry("runs")
+    registry = Registry("runs")              # or Registry("s3://bucket/sweep")
     registry.entries()                       # [RunEntry(id="sweep/base", ...), ...]
     run = registry.run("sweep/base")         # UnknownRunError for any id it did not discover
     registry.poll("sweep/base")              # n_committed, re-read at most every POLL_S
     registry.payload("sweep/base", "conv4", "true", "si")   # cached per committed row count
 
-A run is chosen only by an id from the registry: ids are dictionary keys (the run
-folder relative to the served root), never joined to a path, so nothing a browser
-sends reaches the file system. Folders holding a `record.zarr` that cannot be read
-are listed too, with the reason, so the page can say why they are not shown.
+The root is a local folder or a URL (`s3://`, `memory://`, any fsspec URL the run
+store opens). Runs are found by `RunStore.find(root)` and opened by
+`RunStore.open(location)`. A run is chosen only by an id from the registry: ids are
+dictionary keys (the run's location relative to the root, '/'-separated), never
+joined to a path, so nothing a browser sends reaches storage. Local folders holding
+a `record.zarr` that cannot be read are listed too, with the reason, so the page can
+say why they are not shown.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -27,12 +31,19 @@ from recorder.store import RECORD, Run, RunStore
 from viewer import readout
 from viewer.readout import ViewError
 
-__all__ = ["Registry", "RunEntry", "UnknownRunError", "ViewError"]
+__all__ = ["Registry", "RunEntry", "UnknownRunError", "ViewError", "is_url"]
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # a run's n_committed is re-read at most this often
-RESCAN_S = 5.0  # the folder is searched for new runs at most this often
+RESCAN_S = 5.0  # the root is searched for new runs at most this often
 CACHE_SIZE = 24  # payloads kept (each is one layer of one run under one grouping and metric)
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def is_url(root: str | os.PathLike) -> bool:
+    """Whether `root` is a URL ('s3://...', 'memory://...'); a path or a 'file://' URL is local."""
+    match = _SCHEME.match(os.fspath(root)) if isinstance(root, (str, os.PathLike)) else None
+    return match is not None and match.group(1).lower() != "file"
 
 
 class UnknownRunError(ViewError):
@@ -41,8 +52,8 @@ class UnknownRunError(ViewError):
 
 @dataclass(frozen=True)
 class RunEntry:
-    id: str  # the run folder relative to the root, '/'-separated ("." for the root itself)
-    path: Path
+    id: str  # the run's location relative to the root, '/'-separated ("." for the root itself)
+    location: str  # its folder or URL, as RunStore.find gave it
     error: str | None = None  # why the run cannot be read, if it cannot
 
     @property
@@ -50,18 +61,34 @@ class RunEntry:
         return self.id if self.error is None else f"{self.id} (unreadable)"
 
 
-def _describe(exc: BaseException, root: Path) -> str:
-    text = str(exc).replace(str(root), "<root>") or type(exc).__name__
+def _describe(exc: BaseException, root: str) -> str:
+    text = str(exc).replace(root, "<root>") or type(exc).__name__
     return text if len(text) < 300 else text[:297] + "..."
 
 
 class Registry:
-    """Runs found below `root` by `RunStore.find`, opened lazily and cached."""
+    """Runs found below `root` (a folder or a URL) by `RunStore.find`, opened lazily and cached."""
 
-    def __init__(self, root: str | os.PathLike, poll_s: float = POLL_S, rescan_s: float = RESCAN_S):
-        self.root = Path(root).resolve()
+    def __init__(self, root: str | os.PathLike, poll_s: float = POLL_S, rescan_s: float = RESCAN_S,
+                 storage_options: dict | None = None):
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"the root must be a folder or a URL string, got {root!r}")
+        text = os.fspath(root)
+        self.is_url = is_url(text)
+        if self.is_url:
+            self.root = text.rstrip("/") if "://" in text.rstrip("/") else text  # 'memory://' stays whole
+            self._prefix = self.root if self.root.endswith("/") else self.root + "/"
+        else:
+            if storage_options:
+                raise ValueError(f"storage_options={storage_options!r} were given for the local folder "
+                                 f"'{text}': they apply to URLs only")
+            self.root = str(Path(text[len("file://"):] if _SCHEME.match(text) else text).resolve())
+            self._prefix = None
+        self.storage_options = storage_options
+        self._options = {} if storage_options is None else {"storage_options": storage_options}
         self.poll_s = poll_s
         self.rescan_s = rescan_s
+        self.problem: str | None = None  # why the root could not be searched at the last scan
         self._lock = threading.RLock()
         self._entries: dict[str, RunEntry] = {}
         self._runs: dict[str, Run] = {}
@@ -71,29 +98,60 @@ class Registry:
 
     # ------------------------------------------------------------ discovery
 
-    def _id(self, folder: Path) -> str:
-        rel = Path(folder).relative_to(self.root).as_posix()
-        return rel or "."
+    def _id(self, location: str | os.PathLike) -> str | None:
+        """The id of a run location below the root (None for one that is not below it)."""
+        text = os.fspath(location)
+        if self.is_url:
+            if text.rstrip("/") == self.root.rstrip("/"):
+                return "."
+            if not text.startswith(self._prefix):
+                return None
+            return text[len(self._prefix):].strip("/") or None
+        try:
+            return Path(text).relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+
+    def _find(self) -> dict[str, RunEntry]:
+        """Runs by `RunStore.find`; below a local root only those reached without following a
+        symbolic link, and folders whose record.zarr cannot be read (with the reason)."""
+        good = {}
+        for location in RunStore.find(self.root, **self._options):
+            run_id = self._id(location)
+            if run_id is None:
+                log.warning("ignoring run %r: not below the root %r", os.fspath(location), self.root)
+            else:
+                good[run_id] = RunEntry(run_id, os.fspath(location))
+        if self.is_url:
+            return good
+        found = {}
+        for folder, dirs, _ in os.walk(self.root):  # does not follow links out of the served folder
+            if RECORD in dirs:
+                run_id = self._id(folder)
+                found[run_id] = good.get(run_id) or RunEntry(run_id, folder, self._why(folder))
+                dirs.clear()
+            else:
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        return found
 
     def scan(self, force: bool = False) -> bool:
-        """Search the root for runs (at most every `rescan_s` unless forced); True if the list changed."""
+        """Search the root for runs (at most every `rescan_s` unless forced); True if the list changed.
+
+        A root that cannot be searched (a storage error) keeps the runs found before, and
+        `problem` says why."""
         with self._lock:
             now = time.monotonic()
-            wait = self.rescan_s if self._entries else min(1.0, self.rescan_s)  # an empty folder: look often
+            wait = self.rescan_s if self._entries else min(1.0, self.rescan_s)  # an empty root: look often
             if not force and now - self._scanned < wait:
                 return False
             self._scanned = now
-            found = {}
-            if self.root.is_dir():
-                good = {self._id(p): p for p in RunStore.find(self.root)}
-                for folder, dirs, _ in os.walk(self.root):
-                    if RECORD in dirs:
-                        path = Path(folder)
-                        run_id = self._id(path)
-                        found[run_id] = RunEntry(run_id, path, None if run_id in good else self._why(path))
-                        dirs.clear()
-                    else:
-                        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            try:
+                found = self._find()
+            except Exception as exc:  # noqa: BLE001 - e.g. an unreachable or forbidden bucket: say so
+                log.warning("searching %r for runs failed", self.root, exc_info=True)
+                self.problem = _describe(exc, self.root)
+                return False
+            self.problem = None
             changed = set(found) != set(self._entries) or any(
                 found[k].error != self._entries[k].error for k in found)
             self._entries = dict(sorted(found.items()))
@@ -101,9 +159,9 @@ class Registry:
                 self._runs.pop(run_id)
             return changed
 
-    def _why(self, path: Path) -> str:
+    def _why(self, folder: str) -> str:
         try:
-            RunStore.open(path)
+            RunStore.open(folder)
         except Exception as exc:  # noqa: BLE001 - any failure is reported on the page
             return _describe(exc, self.root)
         return "the run could not be read"
@@ -135,7 +193,7 @@ class Registry:
             run = self._runs.get(entry.id)
             if run is None:
                 try:
-                    run = RunStore.open(entry.path)
+                    run = RunStore.open(entry.location, **self._options)
                 except Exception as exc:  # noqa: BLE001
                     raise ViewError(f"run {entry.id!r} cannot be read: {_describe(exc, self.root)}") from exc
                 self._runs[entry.id] = run

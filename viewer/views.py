@@ -63,7 +63,10 @@ def route(registry: Registry, pathname: str | None, search: str | None):
     """The page for a URL: '/' (layer map), '/compare' (run comparison)."""
     entries = registry.entries()
     if not entries:
-        return empty_page(f"No runs found under {registry.root}: this folder holds no record.zarr yet. "
+        if registry.problem:
+            return empty_page(f"No runs found under {registry.root}: it could not be searched "
+                              f"({registry.problem}). This page looks again every few seconds.")
+        return empty_page(f"No runs found under {registry.root}: it holds no record.zarr yet. "
                           f"{HOW_TO_RECORD} This page looks again every few seconds.")
     query = parse_query(search)
     pathname = pathname if isinstance(pathname, str) else "/"

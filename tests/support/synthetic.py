@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -222,12 +222,15 @@ class SyntheticRun:
 
     # ------------------------------------------------------------------ write
 
-    def open_writer(self, path) -> RunWriter:
-        path = Path(path)
+    def open_writer(self, path, storage_options: dict | None = None) -> RunWriter:
+        """A writer of this run at folder or URL `path` (created, or resumed at its committed rows)."""
+        path = os.fspath(path)
+        options = {} if storage_options is None else {"storage_options": storage_options}
+        name = self.name or path.rstrip("/").rsplit("/", 1)[-1]
         return RunWriter.open(
-            path, classes=list(self.classes), concepts=list(self.concepts), layers=dict(self.layers),
+            path, **options, classes=list(self.classes), concepts=list(self.concepts), layers=dict(self.layers),
             probe={"source": "synthetic", "n_images": len(self._probe_labels), "fingerprint": f"synthetic-{self.seed}"},
-            run={"name": self.name or path.name, "config": {"seed": self.seed, **self.config}}, topk=self.topk)
+            run={"name": name, "config": {"seed": self.seed, **self.config}}, topk=self.topk)
 
     def append(self, writer: RunWriter, start: int, stop: int) -> None:
         """Append rows start .. stop-1 (and the probe, if not written yet)."""
@@ -238,11 +241,11 @@ class SyntheticRun:
             writer.append(row["step"], epoch=row["epoch"], wall_time=1.7e9 + 60.0 * t,
                           metrics=row["metrics"], layers=row["layers"])
 
-    def write(self, path, rows: int | None = None) -> Path:
-        """Write the run (its first `rows` checkpoints, default all) to folder `path`."""
-        with self.open_writer(path) as writer:
+    def write(self, path, rows: int | None = None, storage_options: dict | None = None):
+        """Write the run (its first `rows` checkpoints, default all) to folder or URL `path`; returns `path`."""
+        with self.open_writer(path, storage_options) as writer:
             self.append(writer, writer.n_committed, self.checkpoints if rows is None else rows)
-        return Path(path)
+        return path
 
 
 def _shape_mask(kind: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
