@@ -1,8 +1,8 @@
 """A full disk during a row: the row is not committed, earlier rows stay, the error names
 the path, and the next row after space is freed is written.
 
-`FullDisk` replaces `open` in recorder.store_writer (the one place the writer opens
-files): after `budget` more bytes a write stores what fits and raises
+`FullDisk` replaces `open` in recorder.store.location (the one place the writer opens
+local files): after `budget` more bytes a write stores what fits and raises
 OSError(ENOSPC), as a full disk does.
 """
 
@@ -20,7 +20,7 @@ from test_reliability_crash import committed_rows, one_thread  # noqa: F401 (aut
 from test_store import make_run, open_writer, row_layers
 
 from recorder import Recorder, RunStore
-from recorder.store import writer as store_writer
+from recorder.store import location as store_location
 from recorder.store import StoreWriteError
 
 LAYERS = ["conv1", "fc"]
@@ -76,7 +76,7 @@ class _LimitedFile:
 @pytest.fixture
 def disk(monkeypatch) -> FullDisk:
     disk = FullDisk()
-    monkeypatch.setattr(store_writer, "open", disk, raising=False)
+    monkeypatch.setattr(store_location, "open", disk, raising=False)
     return disk
 
 

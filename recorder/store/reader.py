@@ -1,6 +1,6 @@
-"""Reading a run store: `Run` and `LayerRecord` (numpy and zarr only, no torch).
+"""Reading a run store: `Run` (numpy and zarr only, no torch); layers in `layer`.
 
-    run = Run.open("runs/demo/baseline")        # usually via RunStore.open
+    run = Run.open("runs/demo/baseline")        # usually via RunStore.open; or a URL
     run.refresh()                                # pick up rows a live writer committed
     si = run.layer("layer3").selectivity("si")   # [T, K]
 
@@ -19,22 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.storage import LocalStore
 
-from recorder import metrics
-from recorder.metrics import DETECTOR_MIN_IOU, best_concepts, unique_detectors
-from recorder.schema import (
-    GROUPINGS,
-    LAYER_ARRAYS,
-    METRIC_SPEC,
-    PROBE_ARRAYS,
-    ROOT_ARRAYS,
-    SCHEMA,
-    SELECTIVITY_METRICS,
-    Concept,
-)
+from recorder.schema import METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS, SCHEMA, Concept
+from recorder.store.layer import LayerRecord
+from recorder.store.location import Location
 
-__all__ = ["LayerRecord", "NotARunError", "Run", "damaged"]
+__all__ = ["LayerRecord", "NotARunError", "Run", "damaged", "read_root_attrs", "resolve_zarr_location"]
 
 RECORD = "record.zarr"  # the zarr group inside a run folder
 _REQUIRED_ATTRS = ("classes", "concepts", "probe", "layers", "units", "n_committed")
@@ -44,55 +34,68 @@ class NotARunError(ValueError):
     """The path exists but holds no tuneline run store."""
 
 
-def resolve_zarr_path(path: str | os.PathLike) -> Path:
-    """The `record.zarr` of a run folder, or `path` itself when it is the zarr group.
+def resolve_zarr_location(where: str | os.PathLike | Location, storage_options: dict | None = None) -> Location:
+    """The `record.zarr` of a run folder, or `where` itself when it is the zarr group.
 
-    Missing path -> FileNotFoundError; a folder that holds no run -> NotARunError.
+    Missing path or empty prefix -> FileNotFoundError; a folder that holds no run ->
+    NotARunError; bad URL -> ValueError or ImportError (see `Location.parse`).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no run at '{path}': the path does not exist")
-    if (path / RECORD).is_dir():
-        return path / RECORD
-    if (path / "zarr.json").is_file():
-        return path
-    raise NotARunError(f"'{path}' is not a tuneline run: it has no {RECORD}")
+    loc = Location.parse(where, storage_options)
+    record = loc.join(RECORD)
+    if loc.is_local:
+        if not Path(loc.url).exists():
+            raise FileNotFoundError(f"no run at '{loc}': the path does not exist")
+        if Path(record.url).is_dir():
+            return record
+        if loc.is_file("zarr.json"):
+            return loc
+    else:
+        if record.is_file("zarr.json"):
+            return record
+        if loc.is_file("zarr.json"):
+            return loc
+        if not record.is_empty():  # record.zarr without root metadata
+            return record
+        if loc.is_empty():
+            raise FileNotFoundError(f"no run at '{loc}': nothing is stored there")
+    raise NotARunError(f"'{loc}' is not a tuneline run: it has no {RECORD}")
 
 
-def damaged(zarr_path: Path, what: str, exc: BaseException) -> NotARunError:
+def damaged(zarr_loc: Location, what: str, exc: BaseException) -> NotARunError:
     """The error for a run store whose files cannot be read: names the unreadable
     metadata files when there are any, else `what` and the cause."""
     bad = []
-    for meta in sorted(Path(zarr_path).rglob("zarr.json")):
+    for key in zarr_loc.files():
+        if key.rsplit("/", 1)[-1] != "zarr.json":
+            continue
         try:
-            if not isinstance(json.loads(meta.read_bytes()), dict):
+            if not isinstance(json.loads(zarr_loc.read_bytes(key)), dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as error:
-            bad.append(f"{meta.relative_to(zarr_path).as_posix()} ({error})")
+            bad.append(f"{key} ({error})")
     cause = f"cannot parse {', '.join(bad)}" if bad else f"cannot read {what}: {type(exc).__name__}: {exc}"
-    return NotARunError(f"run store at '{zarr_path}' is damaged: {cause}")
+    return NotARunError(f"run store at '{zarr_loc}' is damaged: {cause}")
 
 
-def read_root_attrs(zarr_path: Path) -> dict:
+def read_root_attrs(zarr_loc: Location) -> dict:
     """The root attributes of a run store, checked to be a tuneline run (NotARunError)."""
-    meta_path = zarr_path / "zarr.json"
     try:
-        meta = json.loads(meta_path.read_bytes())
+        meta = json.loads(zarr_loc.read_bytes("zarr.json"))
     except FileNotFoundError:
-        raise NotARunError(f"'{zarr_path}' is not a tuneline run: it has no zarr.json") from None
+        raise NotARunError(f"'{zarr_loc}' is not a tuneline run: it has no zarr.json") from None
     except (OSError, ValueError) as exc:
         raise NotARunError(
-            f"'{zarr_path}' is not a tuneline run: cannot read {meta_path.name}: {exc}") from exc
+            f"'{zarr_loc}' is not a tuneline run: cannot read zarr.json: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("node_type") != "group" or meta.get("zarr_format") != 3:
-        raise NotARunError(f"'{zarr_path}' is not a tuneline run: not a zarr v3 group")
+        raise NotARunError(f"'{zarr_loc}' is not a tuneline run: not a zarr v3 group")
     attrs = meta.get("attributes")
     schema = attrs.get("schema") if isinstance(attrs, dict) else None
     if schema != SCHEMA:
         raise NotARunError(
-            f"'{zarr_path}' is not a tuneline run: schema is {schema!r}, expected {SCHEMA!r}")
+            f"'{zarr_loc}' is not a tuneline run: schema is {schema!r}, expected {SCHEMA!r}")
     missing = [key for key in _REQUIRED_ATTRS if key not in attrs]
     if missing:
-        raise NotARunError(f"'{zarr_path}' is a damaged tuneline run: root attributes {missing} are missing")
+        raise NotARunError(f"'{zarr_loc}' is a damaged tuneline run: root attributes {missing} are missing")
     return attrs
 
 
@@ -113,24 +116,28 @@ class Run:
     (they are cached: copy before changing them).
     """
 
-    def __init__(self, zarr_path: Path):
-        self.zarr_path = Path(zarr_path)
-        self.path = self.zarr_path.parent if self.zarr_path.name == RECORD else self.zarr_path
-        self._store = LocalStore(self.zarr_path, read_only=True)
+    def __init__(self, zarr_loc: Location | str | os.PathLike):
+        zarr_loc = Location.parse(zarr_loc)
+        self.zarr_location = zarr_loc
+        folder = zarr_loc.parent if zarr_loc.name == RECORD else zarr_loc
+        self.location: str = folder.url  # the run folder: a local path or a URL
+        self.path: Path | None = folder.path  # the run folder of a local run (None for a URL)
+        self.zarr_path: Path | None = zarr_loc.path
+        self._store = zarr_loc.zarr_store(read_only=True)
         self._lock = threading.RLock()
-        self._attrs = read_root_attrs(self.zarr_path)
+        self._attrs = read_root_attrs(zarr_loc)
         self._arrays: dict[str, zarr.Array] = {}
         self._data: dict[str, np.ndarray] = {}  # raw arrays, valid for self.n_committed rows
         self._derived: dict[tuple, np.ndarray] = {}  # computed from raw arrays; cleared on growth
         self._layers: dict[str, LayerRecord] = {}
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> Run:
-        """Open the run in folder `path` (or the `record.zarr` itself), read-only."""
-        return cls(resolve_zarr_path(path))
+    def open(cls, where: str | os.PathLike, storage_options: dict | None = None) -> Run:
+        """Open the run in folder or URL `where` (or its `record.zarr`), read-only."""
+        return cls(resolve_zarr_location(where, storage_options))
 
     def __repr__(self) -> str:
-        return f"Run({self.name!r}, path='{self.path}', n_committed={self.n_committed}, layers={self.layers})"
+        return f"Run({self.name!r}, location='{self.location}', n_committed={self.n_committed}, layers={self.layers})"
 
     # ---------------------------------------------------------------- metadata
 
@@ -143,7 +150,7 @@ class Run:
         """Re-read `n_committed`; True if rows were committed since (or the run was replaced)."""
         with self._lock:
             old = self._attrs
-            new = read_root_attrs(self.zarr_path)
+            new = read_root_attrs(self.zarr_location)
             replaced = new.get("run") != old.get("run") or new["n_committed"] < old["n_committed"]
             if replaced:  # another run was written at this path: forget everything
                 self._arrays.clear()
@@ -166,7 +173,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self._attrs.get("run", {}).get("name") or self.path.name
+        return self._attrs.get("run", {}).get("name") or Location.parse(self.location).name
 
     @property
     def config(self) -> dict:
@@ -206,22 +213,22 @@ class Run:
         """The zarr array at `key` with at least `min_rows` rows; None if it does not exist."""
         arr = self._arrays.get(key)
         if arr is None or arr.shape[0] < min_rows:
-            if not (self.zarr_path / key / "zarr.json").is_file():
+            if not self.zarr_location.is_file(f"{key}/zarr.json"):
                 return None
             try:
                 arr = zarr.open_array(store=self._store, path=key, mode="r", zarr_format=3)
             except (OSError, ValueError, TypeError, KeyError) as exc:
-                raise damaged(self.zarr_path, f"the metadata of array '{key}'", exc) from exc
+                raise damaged(self.zarr_location, f"the metadata of array '{key}'", exc) from exc
             if arr.shape[0] < min_rows:
                 raise ValueError(
-                    f"run store at '{self.zarr_path}' is damaged: array '{key}' has "
+                    f"run store at '{self.zarr_location}' is damaged: array '{key}' has "
                     f"{arr.shape[0]} rows but {min_rows} are committed")
             self._arrays[key] = arr
         return arr
 
     def has_array(self, key: str) -> bool:
         """Whether the store has the array at `key` (e.g. 'layers/fc/iou', 'metrics/loss')."""
-        return key in self._arrays or (self.zarr_path / key / "zarr.json").is_file()
+        return key in self._arrays or self.zarr_location.is_file(f"{key}/zarr.json")
 
     def read(self, key: str) -> np.ndarray | None:
         """Committed rows `[:n_committed]` of the array at `key`; None if it does not exist.
@@ -265,7 +272,7 @@ class Run:
             return np.asarray(arr[rows])
         except (OSError, ValueError, TypeError, RuntimeError) as exc:  # a chunk that does not decode
             where = f"rows {rows.start}..{rows.stop - 1}" if isinstance(rows, slice) else f"row {rows}"
-            raise damaged(self.zarr_path, f"{where} of array '{key}'", exc) from exc
+            raise damaged(self.zarr_location, f"{where} of array '{key}'", exc) from exc
 
     def _root(self, name: str, dtype) -> np.ndarray:
         data = self.read(name)
@@ -286,10 +293,8 @@ class Run:
 
     @property
     def metric_names(self) -> list[str]:
-        folder = self.zarr_path / "metrics"
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if (p / "zarr.json").is_file())
+        names = self.zarr_location.list_dir("metrics")
+        return [name for name in names if self.zarr_location.is_file(f"metrics/{name}/zarr.json")]
 
     @property
     def metrics(self) -> dict[str, np.ndarray]:
@@ -304,7 +309,7 @@ class Run:
 
     def _probe_complete(self) -> bool:
         try:
-            meta = json.loads((self.zarr_path / "probe" / "zarr.json").read_bytes())
+            meta = json.loads(self.zarr_location.read_bytes("probe/zarr.json"))
         except (OSError, ValueError):
             return False
         return bool(meta.get("attributes", {}).get("complete"))
@@ -338,142 +343,10 @@ class Run:
                 self._layers[name] = LayerRecord(self, name)
             return self._layers[name]
 
-
-def _array_property(name: str) -> property:
-    spec = LAYER_ARRAYS[name]
-    return property(lambda self: self.array(name),
-                    doc=f"{spec.dtype} [{', '.join(spec.dims)}], committed rows (KeyError if absent).")
-
-
-class LayerRecord:
-    """The arrays of one layer of a run, and what is computed from them.
-
-        layer = run.layer("layer3")
-        layer.sum_true                 # float32 [T, C, K]
-        layer.row("sum_true", -1)      # [C, K] of the last checkpoint, one chunk read
-        layer.selectivity("si")        # float64 [T, K]
-        layer.dominant()               # int64 [T, K], -1 where no class has images
-    """
-
-    def __init__(self, run: Run, name: str):
-        self.run = run
-        self.name = name
-        self.units = run.units[name]
-
-    def __repr__(self) -> str:
-        return f"LayerRecord({self.name!r}, units={self.units}, arrays={self.arrays})"
-
-    def _key(self, array: str) -> str:
-        if array not in LAYER_ARRAYS:
-            raise KeyError(f"{array!r} is not a layer array; valid names: {list(LAYER_ARRAYS)}")
-        return f"layers/{self.name}/{array}"
-
-    @property
-    def arrays(self) -> list[str]:
-        """Names of the arrays this layer has, in schema order."""
-        return [a for a in LAYER_ARRAYS if self.has(a)]
-
-    def has(self, array: str) -> bool:
-        return self.run.has_array(self._key(array))
-
-    def array(self, array: str) -> np.ndarray:
-        """Committed rows of one array; KeyError naming array and layer if absent."""
-        data = self.run.read(self._key(array))
-        if data is None:
-            raise KeyError(f"layer {self.name!r} has no array {array!r}; it has {self.arrays}")
-        return data
-
-    def row(self, array: str, t: int) -> np.ndarray:
-        """Row `t` of one array (negative counts from the end); reads a single chunk."""
-        key = self._key(array)
-        if not self.run.has_array(key):
-            raise KeyError(f"layer {self.name!r} has no array {array!r}; it has {self.arrays}")
-        return self.run.read_row(key, t)
-
-    sum_true = _array_property("sum_true")
-    count_true = _array_property("count_true")
-    sum_pred = _array_property("sum_pred")
-    count_pred = _array_property("count_pred")
-    max_true = _array_property("max_true")
-    train_sum = _array_property("train_sum")
-    train_count = _array_property("train_count")
-    precision = _array_property("precision")
-    threshold = _array_property("threshold")
-    iou = _array_property("iou")
-    topk_index = _array_property("topk_index")
-    topk_value = _array_property("topk_value")
-    topk_map = _array_property("topk_map")
-
-    def _derived(self, key: tuple, compute) -> np.ndarray:
-        run = self.run
-        with run._lock:
-            full_key = (self.name, run.n_committed) + key
-            if full_key not in run._derived:
-                run._derived[full_key] = _read_only(compute())
-            return run._derived[full_key]
-
-    def class_means(self, by: str = "true") -> np.ndarray:
-        """float64 `[T, C, K]` class means; NaN for classes without images.
-
-        by: "true" / "pred" (probe pass by true / predicted label), "train" (online,
-        cumulative over all windows so far) or "train_window" (this window only).
-        """
-        if by not in GROUPINGS:
-            raise ValueError(f"by={by!r} is not one of {', '.join(map(repr, GROUPINGS))}")
-
-        def compute():
-            if by == "true":
-                return metrics.class_means(self.sum_true, self.count_true)
-            if by == "pred":
-                return metrics.class_means(self.sum_pred, self.count_pred)
-            sums, counts = self.train_sum, self.train_count
-            if by == "train":
-                sums = np.cumsum(sums, axis=0, dtype=np.float64)
-                counts = np.cumsum(counts, axis=0)
-            return metrics.class_means(sums, counts)
-
-        return self._derived(("class_means", by), compute)
-
-    def selectivity(self, metric: str = "si", by: str = "true") -> np.ndarray:
-        """float64 `[T, K]` in [0, 1]: "si", "entropy", or the stored "precision" (by="true")."""
-        if metric not in SELECTIVITY_METRICS:
-            raise ValueError(f"metric {metric!r} is not one of {', '.join(map(repr, SELECTIVITY_METRICS))}")
-        if by not in GROUPINGS:
-            raise ValueError(f"by={by!r} is not one of {', '.join(map(repr, GROUPINGS))}")
-        if metric == "precision":
-            if by != "true":
-                raise ValueError(f"metric 'precision' is stored by true label only, not by={by!r}")
-            return self._derived(("precision",), lambda: self.precision.astype(np.float64))
-        return self._derived(("selectivity", metric, by),
-                             lambda: metrics.selectivity(self.class_means(by), metric))
-
-    def dominant(self, by: str = "true") -> np.ndarray:
-        """int64 `[T, K]`: argmax over classes of the class means; -1 where all are NaN."""
-        return self._derived(("dominant", by), lambda: metrics.dominant(self.class_means(by)))
-
-    def _concept_categories(self) -> tuple[np.ndarray, list[str]]:
-        names = list(dict.fromkeys(c.category for c in self.run.concepts))
-        return np.array([names.index(c.category) for c in self.run.concepts], dtype=np.int64), names
-
-    def detectors(self, min_iou: float = DETECTOR_MIN_IOU) -> dict[str, np.ndarray]:
-        """Each unit's best concept by IoU (Network Dissection), per checkpoint.
-
-        Returns {"concept": int64 [T, K] (index into run.concepts; -1 where the unit is
-        no detector), "category": int64 [T, K] (index into `categories`), "iou": float64
-        [T, K] (best IoU), "is_detector": bool [T, K] (best IoU > min_iou), "categories":
-        list of category names}.
-        """
-        if not self.has("iou"):
-            raise NotImplementedError(
-                f"dissection was not recorded for layer {self.name!r}: it has no 'iou' array")
-        category, names = self._concept_categories()
-        return {**best_concepts(self.iou, category, min_iou), "categories": names}
-
-    def unique_detectors(self, min_iou: float = DETECTOR_MIN_IOU) -> dict[str, np.ndarray]:
-        """Per concept category, the number of distinct concepts detected by some unit, int64
-        [T] (Bau et al.'s "number of unique detectors" vs. training iteration)."""
-        if not self.has("iou"):
-            raise NotImplementedError(
-                f"dissection was not recorded for layer {self.name!r}: it has no 'iou' array")
-        category, names = self._concept_categories()
-        return unique_detectors(self.iou, category, names, min_iou)
+    def derived(self, key: tuple, compute) -> np.ndarray:
+        """`compute()` for the committed rows, cached under `key` until rows are added."""
+        with self._lock:
+            full_key = (self.n_committed, *key)
+            if full_key not in self._derived:
+                self._derived[full_key] = _read_only(compute())
+            return self._derived[full_key]

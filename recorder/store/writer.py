@@ -2,38 +2,35 @@
 
     w = RunWriter.open("runs/demo/baseline", classes=["cat", "dog"], concepts=[],
                        layers={"fc": 16}, probe={"source": "p.h5", "n_images": 8,
-                                                 "fingerprint": "ab12"})
+                                                 "fingerprint": "ab12"})   # or "s3://bucket/..."
     w.append(100, metrics={"loss": 0.7},
              layers={"fc": {"sum_true": s, "count_true": c}})   # s [C, K], c [C]
     w.close()
 
 Crash safety: every array of a row is grown and written first, and the root
 attribute `n_committed` last. A writer that reopens a run (or appends after a failed
-append) first trims every array back to `n_committed` rows. Every file is written to
-a temporary name and renamed, so concurrent readers never see half a file.
+append) first trims every array back to `n_committed` rows. Local files are written
+to a temporary name and renamed (`location.AtomicLocalStore`); objects in an object
+store are replaced whole. Either way concurrent readers never see half a file.
 
-Speed: the resize and write of every array of a row (all layers) are issued in one
-event-loop call, and the row's files are then written by a few threads; see `_RowStore`.
+Speed: the arrays of a row are appended by a few threads through zarr's public
+synchronous API, so the writes of a row overlap (on a disk and over a network).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
-import shutil
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.core.sync import sync
-from zarr.storage import LocalStore
 
-from recorder.schema import LAYER_ARRAYS, METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS, SCHEMA, ArraySpec, Concept
+from recorder.schema import LAYER_ARRAYS, METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS, ArraySpec
+from recorder.store.attrs import check_node_name, differences, new_attrs
+from recorder.store.location import Location
 from recorder.store.reader import RECORD, NotARunError, damaged, read_root_attrs
 
 __all__ = ["RunMismatchError", "RunWriter", "StoreWriteError"]
@@ -44,12 +41,12 @@ _INT_FILL = {"count_true": 0, "count_pred": 0, "train_count": 0, "topk_index": -
 _FIXED_DIMS = ("class", "unit", "concept", "rank")
 _THUMB_CHUNK = 64  # probe images per chunk of probe/thumbs
 # Arrays worth compressing (zstd): activation maps are mostly zeros after a ReLU. Class
-# sums of floats hardly compress, and compressing costs a thread hop per chunk.
+# sums of floats hardly compress.
 _COMPRESSED = ("topk_map",)
 # Chunk files named c.<t>.0.0 inside the array's folder: a new row then needs no new
 # folders (with "/" every row of every array would create two).
 _CHUNK_KEYS = {"name": "default", "separator": "."}
-_WRITE_THREADS = 4  # threads that write the files of a row
+_THREADS = 8  # threads that append the arrays of a row
 
 
 class RunMismatchError(ValueError):
@@ -64,133 +61,35 @@ def _fill(name: str, dtype: str):
     return _INT_FILL.get(name, 0) if np.dtype(dtype).kind in "iu" else np.nan
 
 
-def _check_node_name(kind: str, name) -> str:
-    if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or name.startswith("__"):
-        raise ValueError(f"{kind} name {name!r} is not valid: use a non-empty string without '/'")
-    return name
-
-
-def _jsonable(value, what: str):
-    """`value` as plain JSON types (numpy scalars, tuples, paths converted); TypeError naming `what`."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, f"{what}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"{what} has a non-string key {k!r}: attributes must be JSON")
-            out[k] = _jsonable(v, f"{what}[{k!r}]")
-        return out
-    raise TypeError(f"{what} = {value!r} is not JSON-serializable ({type(value).__name__})")
-
-
-def _concept_dict(c, i: int) -> dict:
-    if isinstance(c, dict):
-        name, category = c.get("name"), c.get("category")
-    elif isinstance(c, (tuple, list)) and len(c) == 2:
-        name, category = c
-    else:
-        name, category = getattr(c, "name", None), getattr(c, "category", None)
-    if not isinstance(name, str) or not isinstance(category, str):
-        raise ValueError(f"concepts[{i}] = {c!r} is not a Concept(name, category)")
-    return Concept(name, category).to_dict()
-
-
-def _interrupted_creation(zarr_path: Path) -> bool:
-    """Whether `zarr_path` is a folder without root metadata that holds no file but the
-    temporary files of `_atomic_put`: what a crash during the creation of a run leaves."""
-    if not zarr_path.is_dir() or (zarr_path / "zarr.json").exists():
+def _interrupted_creation(zarr_loc: Location) -> bool:
+    """Whether `zarr_loc` exists without root metadata and holds no file but temporary
+    ones (`*.partial`): what a crash during the creation of a local run leaves."""
+    if not zarr_loc.exists() or zarr_loc.is_file("zarr.json"):
         return False
-    return all(p.is_dir() or p.name.endswith(".partial") for p in zarr_path.rglob("*"))
+    return all(key.endswith(".partial") for key in zarr_loc.files())
 
 
-def _atomic_put(path: Path, data) -> None:
-    """Write `data` to a temporary file next to `path`, then rename it over `path`."""
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+def _os_error(exc: OSError, message: str) -> OSError:
+    """`exc` again, with `message` (naming the store) in place of its text."""
+    text = f"{message}: {exc.strerror or exc}"
     try:
-        f = open(tmp, "wb")
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(tmp, "wb")
-    try:
-        with f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        return type(exc)(exc.errno, text) if exc.errno is not None else type(exc)(text)
+    except TypeError:
+        return OSError(exc.errno, text)
 
 
-class _RowStore(LocalStore):
-    """A LocalStore that collects the files of a row, then writes them in a few threads.
-
-    zarr's LocalStore hands every file to a worker thread; for the small files of a row
-    (a chunk and a zarr.json per array) the hand-off costs more than the write, so a
-    row took about twice as long (measured on tmpfs). Between `begin_row()` and
-    `end_row()` files are only collected; `write_files` then writes them in
-    `_WRITE_THREADS` batches, which keeps the I/O of a slow disk overlapped. Outside a
-    row, files are written at once. Every file goes to a temporary name first and is
-    renamed, so concurrent readers see whole files only.
-    """
-
-    _pending: list | None = None
-
-    async def set(self, key: str, value) -> None:
-        if not self._is_open:
-            await self._open()
-        self._check_writable()
-        if self._pending is not None:
-            self._pending.append((self.root / key, value))
-        else:
-            _atomic_put(self.root / key, value.as_buffer_like())
-
-    def begin_row(self) -> None:
-        self._pending = []
-
-    def end_row(self) -> list:
-        files, self._pending = self._pending or [], None
-        return files
-
-
-def _write_batch(files: list) -> None:
-    for path, value in files:
-        _atomic_put(path, value.as_buffer_like())
-
-
-def _write_files(files: list, pool: ThreadPoolExecutor) -> None:
-    """Write (path, buffer) pairs in parallel batches; raise the first error once all are done."""
-    if len(files) <= 2 * _WRITE_THREADS:
-        _write_batch(files)
+def _all(pool: ThreadPoolExecutor, work, items: list) -> None:
+    """`work(item)` for every item, by the threads of `pool`; the first error is raised
+    once every item is done (nothing is left in flight)."""
+    if len(items) <= 1:
+        for item in items:
+            work(item)
         return
-    futures = [pool.submit(_write_batch, files[i::_WRITE_THREADS]) for i in range(_WRITE_THREADS)]
+    batches = [items[i::_THREADS] for i in range(min(_THREADS, len(items)))]
+    futures = [pool.submit(lambda batch=batch: [work(item) for item in batch]) for batch in batches]
     wait(futures)
     for future in futures:
         future.result()
-
-
-async def _gather_all(coros) -> None:
-    """Run all coroutines to the end, then raise the first error (none left in flight)."""
-    results = await asyncio.gather(*coros, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-
-
-async def _grow_and_set(array, n: int, value) -> None:
-    await array.resize((n + 1, *array.metadata.shape[1:]))
-    await array.setitem(n, value)
-
-
-async def _shrink(array, n: int) -> None:
-    await array.resize((n, *array.metadata.shape[1:]))
 
 
 class RunWriter:
@@ -206,10 +105,12 @@ class RunWriter:
     rows must have the same arrays with the same shapes.
     """
 
-    def __init__(self, zarr_path: Path, group: zarr.Group):
+    def __init__(self, zarr_loc: Location, group: zarr.Group):
         attrs = group.attrs.asdict()
-        self.zarr_path = zarr_path
-        self.path = zarr_path.parent
+        self.zarr_location = zarr_loc
+        self.location: str = zarr_loc.parent.url  # the run folder: a local path or a URL
+        self.path: Path | None = zarr_loc.parent.path  # None for a URL
+        self.zarr_path: Path | None = zarr_loc.path
         self._group = group
         self._classes: list[str] = attrs["classes"]
         self._n_concepts = len(attrs["concepts"])
@@ -220,103 +121,56 @@ class RunWriter:
         self._last_step: int | None = None
         self._dirty = True  # trim to n_committed before the first write
         self._closed = False
-        self._store: _RowStore = group.store
-        self._pool = ThreadPoolExecutor(_WRITE_THREADS, thread_name_prefix="tuneline-store")
+        self._pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="tuneline-store")
 
     # ------------------------------------------------------------------ open
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, classes: list[str], concepts: list,
-             layers: dict[str, int], probe: dict, run: dict | None = None, topk: int = 8) -> RunWriter:
-        """Create the run in folder `path` (may not exist yet, or be empty), or resume it.
+             layers: dict[str, int], probe: dict, run: dict | None = None, topk: int = 8,
+             storage_options: dict | None = None) -> RunWriter:
+        """Create the run in folder or URL `path` (may not exist yet, or be empty), or resume it.
 
         Resuming checks classes, concepts, layers (names, order, units), probe
         fingerprint and size and topk: any difference -> RunMismatchError, and the
         store is left untouched. Then every array is trimmed to `n_committed` rows.
+        `storage_options` go to the fsspec backend of a URL (e.g. `endpoint_url`).
         """
-        attrs = cls._new_attrs(Path(path), classes, concepts, layers, probe, run, topk)
-        folder = Path(path)
-        zarr_path = folder / RECORD
-        if _interrupted_creation(zarr_path):  # killed before its root metadata was written
-            shutil.rmtree(zarr_path)
-        if zarr_path.exists():
-            stored = read_root_attrs(zarr_path)
-            diffs = cls._differences(stored, attrs)
-            if diffs:
-                raise RunMismatchError(f"cannot resume run at '{folder}': " + "; ".join(diffs))
-            group = zarr.open_group(_RowStore(zarr_path), mode="r+", zarr_format=3)
-        else:
-            if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-                raise NotARunError(
-                    f"'{folder}' is not a tuneline run: it is not empty and has no {RECORD} "
-                    f"(choose a new or empty folder)")
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                group = zarr.open_group(_RowStore(zarr_path), mode="w-", zarr_format=3, attributes=attrs)
-            except OSError as exc:
-                raise type(exc)(exc.errno, f"cannot create a run store at '{folder}': {exc.strerror}") from exc
-        writer = cls(zarr_path, group)
+        folder = Location.parse(path, storage_options)
+        attrs = new_attrs(folder.name, classes, concepts, layers, probe, run, topk)
+        zarr_loc = folder.join(RECORD)
+        try:
+            if _interrupted_creation(zarr_loc):  # killed before its root metadata was written
+                zarr_loc.remove()
+            if zarr_loc.exists():
+                diffs = differences(read_root_attrs(zarr_loc), attrs)
+                if diffs:
+                    raise RunMismatchError(f"cannot resume run at '{folder}': " + "; ".join(diffs))
+                group = zarr.open_group(zarr_loc.zarr_store(read_only=False), mode="r+", zarr_format=3)
+            else:
+                if not folder.is_empty() or (folder.is_local and folder.path.exists() and not folder.path.is_dir()):
+                    raise NotARunError(
+                        f"'{folder}' is not a tuneline run: it is not empty and has no {RECORD} "
+                        f"(choose a new or empty folder)")
+                if folder.is_local:
+                    folder.path.mkdir(parents=True, exist_ok=True)
+                group = zarr.open_group(zarr_loc.zarr_store(read_only=False), mode="w-", zarr_format=3,
+                                        attributes=attrs)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot create a run store at '{folder}'") from exc
+        writer = cls(zarr_loc, group)
         try:
             writer._prepare()
         except OSError as exc:
-            raise type(exc)(exc.errno, f"cannot write the run store at '{zarr_path}': {exc.strerror}") from exc
+            writer.close()
+            raise _os_error(exc, f"cannot write the run store at '{zarr_loc}'") from exc
         except NotARunError:
+            writer.close()
             raise
         except (ValueError, TypeError, KeyError) as exc:  # e.g. a zarr.json that does not parse
-            raise damaged(zarr_path, "its arrays", exc) from exc
+            writer.close()
+            raise damaged(zarr_loc, "its arrays", exc) from exc
         return writer
-
-    @staticmethod
-    def _new_attrs(path: Path, classes, concepts, layers, probe, run, topk) -> dict:
-        """Validate the arguments of `open` (before anything is touched) into root attributes."""
-        if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
-            raise ValueError(f"classes must be a list of str, got {classes!r}")
-        concepts = [_concept_dict(c, i) for i, c in enumerate(concepts)]
-        if not isinstance(layers, dict) or not layers:
-            raise ValueError(f"layers must be a non-empty dict of layer name -> number of units, got {layers!r}")
-        for name, k in layers.items():
-            _check_node_name("layer", name)
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-                raise ValueError(f"layer {name!r} has {k!r} units: expected a positive int")
-        if not isinstance(probe, dict):
-            raise ValueError(f"probe must be a dict with source, n_images and fingerprint, got {probe!r}")
-        if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 0:
-            raise ValueError(f"topk must be a non-negative int, got {topk!r}")
-        run = dict(run or {})
-        run.setdefault("name", path.name)
-        run.setdefault("config", {})
-        run["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        return {
-            "schema": SCHEMA,
-            "run": _jsonable(run, "run"),
-            "classes": list(classes),
-            "concepts": concepts,
-            "probe": _jsonable(probe, "probe"),
-            "layers": list(layers),
-            "units": {name: int(k) for name, k in layers.items()},
-            "topk": int(topk),
-            "n_committed": 0,
-        }
-
-    @staticmethod
-    def _differences(stored: dict, given: dict) -> list[str]:
-        diffs = []
-        for key in ("classes", "concepts", "layers"):
-            if stored.get(key) != given[key]:
-                diffs.append(f"{key} differ: stored {stored.get(key)}, given {given[key]}")
-        stored_units, given_units = stored.get("units", {}), given["units"]
-        changed = {n: (stored_units.get(n), k) for n, k in given_units.items()
-                   if n in stored_units and stored_units[n] != k}
-        if changed:
-            diffs.append("units differ: " + ", ".join(
-                f"layer {n!r} stored {s}, given {g}" for n, (s, g) in changed.items()))
-        for key in ("fingerprint", "n_images"):
-            s, g = stored.get("probe", {}).get(key), given["probe"].get(key)
-            if s != g:
-                diffs.append(f"probe {key} differs: stored {s!r}, given {g!r}")
-        if stored.get("topk") != given["topk"]:
-            diffs.append(f"topk differs: stored {stored.get('topk')}, given {given['topk']}")
-        return diffs
 
     def _prepare(self) -> None:
         """Create missing groups and root arrays, trim to n_committed, read the last step."""
@@ -330,29 +184,30 @@ class RunWriter:
             self._last_step = int(self._arrays["step"][self._n - 1])
 
     def _recover(self) -> None:
-        """Reopen every array from disk and trim it back to `n_committed` rows."""
+        """Reopen every array from the store and trim it back to `n_committed` rows."""
         self._arrays = {key: node for key, node in self._group.members(max_depth=None)
                         if isinstance(node, zarr.Array) and not key.startswith("probe/")}
         short = [k for k, a in self._arrays.items() if a.shape[0] < self._n]
         if short:
-            raise NotARunError(f"run store at '{self.zarr_path}' is damaged: arrays {short} have "
+            raise NotARunError(f"run store at '{self.zarr_location}' is damaged: arrays {short} have "
                                f"fewer than n_committed = {self._n} rows")
-        longer = [a._async_array for a in self._arrays.values() if a.shape[0] > self._n]
-        sync(_gather_all(_shrink(a, self._n) for a in longer))
+        longer = [a for a in self._arrays.values() if a.shape[0] > self._n]
+        _all(self._pool, lambda a: a.resize((self._n, *a.shape[1:])), longer)
         self._dirty = False
 
     def _create(self, arrays: dict[str, tuple[ArraySpec, tuple]], n: int) -> None:
-        """Create arrays (key -> (spec, row shape)) with `n` rows of fill values, concurrently."""
+        """Create arrays (key -> (spec, row shape)) with `n` rows of fill values."""
 
-        async def create(key: str, spec: ArraySpec, row_shape: tuple) -> None:
+        def create(item) -> None:
+            key, (spec, row_shape) = item
             name = key.rsplit("/", 1)[-1]
-            arr = await self._group._async_group.create_array(
+            self._arrays[key] = self._group.create_array(
                 key, shape=(n, *row_shape), chunks=(1, *(max(1, d) for d in row_shape)),
-                chunk_key_encoding=_CHUNK_KEYS, dtype=spec.dtype, fill_value=_fill(name, spec.dtype), dimension_names=spec.dims,
-                compressors="auto" if name in _COMPRESSED else None, config={"write_empty_chunks": True})
-            self._arrays[key] = zarr.Array(arr)
+                chunk_key_encoding=_CHUNK_KEYS, dtype=spec.dtype, fill_value=_fill(name, spec.dtype),
+                dimension_names=spec.dims, compressors="auto" if name in _COMPRESSED else None,
+                config={"write_empty_chunks": True})
 
-        sync(_gather_all(create(key, spec, shape) for key, (spec, shape) in arrays.items()))
+        _all(self._pool, create, list(arrays.items()))
 
     def _forget(self, keys: list[str]) -> None:
         """Best effort: delete arrays a failed row created, so the next row need not have them."""
@@ -378,7 +233,7 @@ class RunWriter:
         return list(self._units)
 
     def close(self) -> None:
-        """Stop writing; every committed row is already on disk."""
+        """Stop writing; every committed row is already stored."""
         self._closed = True
         self._pool.shutdown()
 
@@ -389,7 +244,7 @@ class RunWriter:
         self.close()
 
     def __repr__(self) -> str:
-        return f"RunWriter('{self.path}', n_committed={self._n}, last_step={self._last_step})"
+        return f"RunWriter('{self.location}', n_committed={self._n}, last_step={self._last_step})"
 
     # ---------------------------------------------------------------- probe
 
@@ -417,20 +272,20 @@ class RunWriter:
                 arr[...] = data.astype(spec.dtype)
             probe.attrs["complete"] = True
         except Exception as exc:
-            raise StoreWriteError(f"could not write the probe to the run at '{self.zarr_path}': {exc}") from exc
+            raise StoreWriteError(f"could not write the probe to the run at '{self.zarr_location}': {exc}") from exc
 
     # ---------------------------------------------------------------- append
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ValueError(f"the writer of the run at '{self.path}' is closed")
+            raise ValueError(f"the writer of the run at '{self.location}' is closed")
 
     def _check_step(self, step) -> int:
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
             raise ValueError(f"step must be an int, got {step!r}")
         if self._last_step is not None and step <= self._last_step:
             raise ValueError(f"step {step} must be greater than the last committed step "
-                             f"{self._last_step} of the run at '{self.path}'")
+                             f"{self._last_step} of the run at '{self.location}'")
         return int(step)
 
     def _expected_shape(self, layer: str, key: str, spec: ArraySpec, value: np.ndarray) -> tuple:
@@ -487,7 +342,7 @@ class RunWriter:
         rows = self._check_layers(layers or {})
         metrics = dict(metrics or {})
         for name, value in metrics.items():
-            _check_node_name("metric", name)
+            check_node_name("metric", name)
             try:
                 metrics[name] = float(value)
             except (TypeError, ValueError):
@@ -513,12 +368,8 @@ class RunWriter:
                 if key not in self._arrays:
                     new[key] = (spec, value.shape)
             self._create(new, n)
-            self._store.begin_row()
-            try:
-                sync(_gather_all(_grow_and_set(self._arrays[k]._async_array, n, v) for k, v in values.items()))
-            finally:
-                files = self._store.end_row()
-            _write_files(files, self._pool)
+            # Every array grows by one row (a resize and a chunk each), then the row is committed.
+            _all(self._pool, lambda kv: self._arrays[kv[0]].append(np.asarray(kv[1])[None]), list(values.items()))
             self._group.attrs["n_committed"] = n + 1
         except BaseException as exc:  # also KeyboardInterrupt: the next append must trim
             self._dirty = True
@@ -526,7 +377,7 @@ class RunWriter:
             if not isinstance(exc, Exception):
                 raise
             raise StoreWriteError(f"could not write row {n} (step {step}) to the run store at "
-                                  f"'{self.zarr_path}'; the row was not committed: "
+                                  f"'{self.zarr_location}'; the row was not committed: "
                                   f"{type(exc).__name__}: {exc}") from exc
         self._n = n + 1
         self._last_step = step
