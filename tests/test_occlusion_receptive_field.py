@@ -128,3 +128,13 @@ def test_peak_cells_map_centres():
     cells = peak_cells(peak, rf, (64, 64), 8, 4)
     want = [[min(max(math.floor((1.5 + 4 * p - 3.5) / 4 + 0.5), 0), 14) for p in row] for row in peak.tolist()]
     assert cells.tolist() == want
+
+
+def test_resnet_follows_the_main_branch():
+    from training.models import resnet18_small
+
+    model = resnet18_small()
+    # layer1: stem 3 + four 3x3 convs -> 11; layer2: 3x3 stride 2 (+2), then three 3x3 at jump 2 (+12) -> 25
+    assert theoretical_rf(model, "layer1", (3, 64, 64)).size == (11, 11)
+    rf = theoretical_rf(model, "layer2", (3, 64, 64))
+    assert (rf.size, rf.jump, rf.start) == ((25, 25), (2, 2), (0.0, 0.0))
