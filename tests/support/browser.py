@@ -45,12 +45,14 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def serve(root: str | os.PathLike, port: int | None = None, timeout: float = 30.0, log: Path | None = None):
-    """Run `python -m viewer root` in a child process; yields its URL; stops it on exit."""
+def serve(root: str | os.PathLike, port: int | None = None, timeout: float = 30.0, log: Path | None = None,
+          env: dict | None = None):
+    """Run `python -m viewer root` in a child process (with `env` added to this one's environment, e.g. an
+    S3 endpoint); yields its URL; stops it on exit."""
     port = port or free_port()
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "viewer", str(root), "--port", str(port)], stdout=out,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         _wait_port(port, proc, timeout)
         yield f"http://127.0.0.1:{port}"
