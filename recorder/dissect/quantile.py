@@ -25,6 +25,7 @@ import math
 import torch
 
 from recorder.accumulators import _Additive
+from recorder.dissect.floor import above_floor, sample_floor
 
 __all__ = [
     "THRESHOLD_BUDGET_BYTES",
@@ -105,12 +106,16 @@ class TopValues(_Additive):
     State: `values` float32 (world_size, K, m), slot r holding (unsorted) the largest
     `min(seen[r], m)` values of rank r in its first entries and zero beyond; `seen`
     int64 (world_size,), values per unit added by each rank. Only slot `rank` is
-    written here. Once a slot is full, a batch only touches the values above its
-    smallest: the C largest batch values per unit replace the C smallest held ones
-    where larger (`maximum` of the two sorted runs, the bitonic merge step).
+    written here; `nans` int64 (K,), NaNs seen per unit (such a unit's threshold is
+    NaN, as numpy's, and its buffer is left unspecified).
+
+    Speed: a batch value enters the (unsorted) top-m selection only when it is above
+    its unit's floor (`recorder.dissect.floor`): once a slot is full, the smallest
+    value it holds; for a first batch of more than m values, a guess verified by
+    counting (units whose guess fails keep every value).
     """
 
-    _state = ("values", "seen")
+    _state = ("values", "seen", "nans")
 
     def __init__(self, n_units: int, n_values: int, q: float, world_size: int = 1, rank: int = 0,
                  device: torch.device | str = "cpu"):
@@ -119,29 +124,39 @@ class TopValues(_Additive):
         self.m = top_count(n_values, q)
         self.values = torch.zeros(world_size, n_units, self.m, dtype=torch.float32, device=device)
         self.seen = torch.zeros(world_size, dtype=torch.int64, device=device)
+        self.nans = torch.zeros(n_units, dtype=torch.int64, device=device)
 
     def add(self, maps: torch.Tensor) -> None:
         """Merge a batch of activation maps (B, K, h, w) into this rank's top-m buffer."""
-        values = _unit_values(maps, self.n_units, self.values.device)
-        mine = self.values[self.rank]
-        held = min(int(self.seen[self.rank]), self.m)
-        self.seen[self.rank] += values.shape[1]
-        if held == self.m:
-            above = int((values > mine.amin(1, keepdim=True)).sum(1).max())
-            if above == 0:
-                return
-            if above < self.m:
-                small, where = mine.topk(above, dim=1, largest=False, sorted=True)
-                large = values.topk(above, dim=1, sorted=True).values
-                mine.scatter_(1, where, torch.maximum(small, large))
-                return
-        pool = torch.cat([mine[:, :held], values], dim=1) if held else values
-        if pool.shape[1] > self.m:
-            pool = pool.topk(self.m, dim=1, sorted=False).values
+        if maps.dim() != 4 or maps.shape[1] != self.n_units:
+            raise ValueError(f"maps must have shape (B, {self.n_units}, h, w), got {tuple(maps.shape)}")
+        maps = maps.to(device=self.values.device, dtype=torch.float32)
+        mine, m = self.values[self.rank], self.m
+        held, size = min(int(self.seen[self.rank]), m), maps[:, 0].numel()
+        self.seen[self.rank] += size
+        lowest = torch.full((self.n_units,), float("-inf"), device=mine.device)
+        guessed = held < m < held + size
+        floor = mine.amin(1) if held == m else sample_floor(maps, m) if guessed else lowest  # (K,)
+        floor = floor.masked_fill(self.nans > 0, float("inf"))  # NaN units: only count their NaNs
+        kept, counts, nans = above_floor(maps, floor)  # (K, c), -inf padded
+        if guessed:  # a guessed floor must have m batch values above it
+            short = (counts - nans < m) & (floor > float("-inf")) & (self.nans + nans == 0)
+            if bool(short.any()):
+                kept, counts, nans = above_floor(maps, torch.where(short, lowest, floor))
+        self.nans += nans
+        if held == m and kept.shape[1] == 0:
+            return
+        # top m of held and kept values: the -inf padding enters a buffer only in place
+        # of a dropped -inf (a finite floor has m kept values above it)
+        pool = torch.cat([mine[:, :held], kept], dim=1) if held else kept
+        if pool.shape[1] > m:
+            pool = pool.topk(m, dim=1, sorted=False).values
         mine[:, :pool.shape[1]] = pool
+        mine[:, pool.shape[1]:held + size] = float("-inf")  # dropped -inf values, if any
 
     def thresholds(self) -> torch.Tensor:
-        """(K,) float32 `1 - q` quantiles over every rank's values; NaN before any add."""
+        """(K,) float32 `1 - q` quantiles over every rank's values; NaN before any add and
+        for a unit that saw a NaN."""
         n = int(self.seen.sum())
         if n == 0:
             return torch.full((self.n_units,), float("nan"), device=self.values.device)
@@ -160,7 +175,7 @@ class TopValues(_Additive):
             pool = part.transpose(0, 1).reshape(part.shape[1], world * self.m)
             top = pool.topk(need, dim=1, sorted=True).values
             out[start:start + block] = _quantile_from_descending(top, n, self.q)
-        return out
+        return out.masked_fill(self.nans > 0, float("nan"))
 
 
 class TailSketch(_Additive):
