@@ -155,6 +155,43 @@ def test_crossing_maps_shortcut_drops_no_active_pixel(seed, dtype):
     assert torch.equal(counts.active, active)
 
 
+@pytest.mark.parametrize("size", [(6, 6), (5, 9), (1, 7), (7, 1), (64, 64)])
+def test_maps_at_the_segmentation_size_row_filter_equals_dense(size):
+    # rows whose max is not above T are skipped: ties at T, NaN maps and images without labels
+    rng = np.random.default_rng(sum(size))
+    n, k = 5, 6
+    maps = np.round(rng.normal(size=(n, k, *size)) * 2).astype(np.float32)  # ties everywhere
+    maps[1, 2, 0, 0] = np.nan
+    maps[3, 4] = np.nan
+    thresholds = np.array([0.0, 1.0, 2.0, -1.0, 0.5, np.inf], dtype=np.float32)
+    seg = torch.from_numpy(random_segs(rng, n, size))
+    maps_t, thresholds_t = torch.from_numpy(maps), torch.from_numpy(thresholds)
+    counts = IoUCounts(k, torch.from_numpy(CATEGORY), N_CATEGORIES)
+    counts.add(maps_t, thresholds_t, seg)
+    inter, active = dense_counts(maps_t, thresholds_t, seg, CATEGORY, N_CATEGORIES)
+    assert active.sum() > 0
+    assert torch.equal(counts.intersection, inter)
+    assert torch.equal(counts.active, active)
+
+
+def test_runs_in_chunks_of_images_equal_one_chunk(monkeypatch):
+    rng = np.random.default_rng(7)
+    n, k = 7, 3
+    maps = torch.from_numpy(rng.normal(size=(n, k, 5, 4)).astype(np.float32))
+    thresholds = torch.from_numpy(np.quantile(maps.numpy(), 0.9, axis=(0, 2, 3)).astype(np.float32))
+    seg = torch.from_numpy(random_segs(rng, n, (17, 12)))
+    whole = IoUCounts(k, torch.from_numpy(CATEGORY), N_CATEGORIES)
+    whole.add(maps, thresholds, seg)
+    monkeypatch.setattr("recorder.dissect.iou._CHUNK_MAPS", 2 * k)  # two images per chunk
+    chunked = IoUCounts(k, torch.from_numpy(CATEGORY), N_CATEGORIES)
+    chunked.add(maps, thresholds, seg)
+    inter, active = dense_counts(maps, thresholds, seg, CATEGORY, N_CATEGORIES)
+    assert inter.sum() > 0
+    for counts in (whole, chunked):
+        assert torch.equal(counts.intersection, inter)
+        assert torch.equal(counts.active, active)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_runs_equal_interpolate_on_random_geometries(seed):
     # up- and downsampling, 1-pixel maps and segmentations, non-integer scales, ties

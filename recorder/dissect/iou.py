@@ -50,7 +50,7 @@ __all__ = [
 # closer, the map is counted with PyTorch's own F.interpolate.
 _ROUNDING = 24 * torch.finfo(torch.float32).eps  # each side errs by <= ~6 eps * that sum
 _CHUNK_PIXELS = 1 << 24  # upsampled pixels per chunk of maps sent to F.interpolate
-_CHUNK_MAPS = 1 << 13  # crossing maps per chunk of the run-length path
+_CHUNK_MAPS = 1 << 13  # maps per chunk of the run-length path
 METHODS = ("runs", "interpolate")  # IoUCounts(method=...): the same counts, two ways
 
 
@@ -108,18 +108,24 @@ def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows:
     """
     n, h, w = maps.shape
     device = maps.device
-    # cells: (row band i, column band j) read corners (i|i+1, j|j+1); skip those below T
-    v01 = maps.index_select(2, cols.high)
-    v10, v11 = maps.index_select(1, rows.high), v01.index_select(1, rows.high)
-    corner_max = torch.maximum(torch.maximum(maps, v01), torch.maximum(v10, v11))  # (n, h, w)
+    # cells: (row band i, column band j) read corners (i|i+1, j|j+1) (the last row and
+    # column read themselves twice); skip the cells whose 4 corners are below T - tol
+    corner_max = maps.clone()  # (n, h, w)
+    torch.maximum(maps[:, :, :-1], maps[:, :, 1:], out=corner_max[:, :, :-1])
+    corner_max[:, :-1] = torch.maximum(corner_max[:, :-1], corner_max[:, 1:])
     nonempty = (rows.end > rows.start)[:, None] & (cols.end > cols.start)[None, :]
     cell = ((corner_max > (thresholds - tol)[:, None, None]) & nonempty).reshape(-1).nonzero()[:, 0]
     cell_map, band_i, band_j = cell // (h * w), cell // w % h, cell % w
+    right_step = cols.high.index_select(0, band_j) - band_j  # 0 or 1
+    down_step = (rows.high.index_select(0, band_i) - band_i) * w
+    corners = [_take(maps, index) for index in (cell, cell + down_step, cell + right_step,
+                                                 cell + down_step + right_step)]
     # output rows of each cell: values at column weight 0 (left) and 1 (right); a row's
     # pixels lie between the two, so rows whose larger end is below T are skipped
     ly = rows.band_weight.index_select(0, band_i).to(maps.dtype)  # (cells, longest band)
-    left = torch.lerp(_take(maps, cell)[:, None], _take(v10, cell)[:, None], ly)
-    right = torch.lerp(_take(v01, cell)[:, None], _take(v11, cell)[:, None], ly)
+    v00, v10, v01, v11 = corners
+    left = torch.lerp(v00[:, None], v10[:, None], ly)
+    right = torch.lerp(v01[:, None], v11[:, None], ly)
     floor = (thresholds - tol).index_select(0, cell_map)[:, None]
     entry = (torch.maximum(left, right) > floor).reshape(-1).nonzero()[:, 0]  # NaN padding: False
     longest = ly.shape[1]
@@ -249,19 +255,20 @@ class IoUCounts(_Additive):
         carried = carried.index_add_(1, self.concept_category, per_image) > 0  # (B, G)
         self.images_with_category += carried.sum(0)
 
-        # the (image, unit) maps that can cross the threshold, in images with labels
         maps = maps.to(device=device, dtype=torch.float64 if maps.dtype == torch.float64 else torch.float32)
-        high = maps.flatten(2).amax(dim=2)  # (B, K)
-        tol = (2 * high.clamp(min=0) + thresholds.abs()) * _ROUNDING
-        crossing = (high > thresholds - tol) & carried.any(1, keepdim=True)
-        images, units = crossing.nonzero(as_tuple=True)
+        maps = maps.contiguous()  # (B, K, h, w)
+        labelled = carried.any(1)  # (B,) images with any label: the others count nothing
         if maps.shape[2:] == seg.shape[2:]:  # same size: bilinear upsampling is the identity
-            self._count_interpolated(maps, thresholds, seg, carried, images, units)
-        elif self.method == "runs":
-            for start in range(0, images.numel(), _CHUNK_MAPS):
-                part = slice(start, start + _CHUNK_MAPS)
-                self._count_runs(maps, thresholds, tol, seg, carried, images[part], units[part])
+            self._count_same_size(maps, thresholds, seg, carried, labelled)
+            return
+        # maps whose max is within rounding of T_k or above can cross it (bilinear values
+        # never exceed the map's max)
+        high = maps.flatten(2).amax(dim=2)  # (B, K)
+        tol = (2 * high.clamp(min=0) + thresholds.abs()) * _ROUNDING  # (B, K)
+        if self.method == "runs":
+            self._count_runs(maps, thresholds, tol, seg, carried, labelled)
         else:
+            images, units = ((high > thresholds - tol) & labelled[:, None]).nonzero(as_tuple=True)
             self._count_interpolated(maps, thresholds, seg, carried, images, units)
 
     def _grid(self, maps: torch.Tensor, seg: torch.Tensor) -> tuple[_Grid, _Grid]:
@@ -271,31 +278,57 @@ class IoUCounts(_Additive):
             self._grids[key] = (_Grid(h, height, maps.device), _Grid(w, width, maps.device))
         return self._grids[key]
 
-    def _count_runs(self, maps, thresholds, tol, seg, carried, images, units) -> None:
-        """Count the maps of (images[i], units[i]) from their certified runs of active pixels."""
+    def _count_runs(self, maps, thresholds, tol, seg, carried, labelled) -> None:
+        """Count every map of the batch from its certified runs of active pixels."""
         rows, cols = self._grid(maps, seg)
+        n_images, n_units, h, w = maps.shape
         n_layers, height, width = seg.shape[1:]
-        flat = images * self.n_units + units
-        m, y, lo, hi, unsure = _runs(maps.flatten(0, 1).index_select(0, flat),
-                                     thresholds.index_select(0, units), _take(tol, flat), rows, cols)
-        if bool(unsure.any()):  # rare: a pixel within rounding of T, leave it to F.interpolate
-            self._count_interpolated(maps, thresholds, seg, carried, images[unsure], units[unsure])
-            keep = (~unsure).index_select(0, m).nonzero()[:, 0]
-            m, y, lo, hi = (v.index_select(0, keep) for v in (m, y, lo, hi))
-        length = hi - lo
-        area = torch.zeros(images.numel(), dtype=torch.int64, device=m.device).index_add_(0, m, length)
-        self.active.index_add_(0, units, carried.index_select(0, images).to(torch.int64) * area[:, None])
-        # one index per active pixel: (image, layer 0, y, x) in seg, and unit * (P + 1)
-        keep = (length > 0).nonzero()[:, 0]
-        m, y, lo, length = (v.index_select(0, keep) for v in (m, y, lo, length))
-        small = seg.numel() + int(length.sum()) < 2**31 and self.n_units * (self.n_concepts + 1) < 2**31
-        index = torch.int32 if small else torch.int64
-        image = images.index_select(0, m)
-        start = (image * n_layers * height + y) * width + lo - (torch.cumsum(length, 0) - length)
-        pixel = torch.repeat_interleave(start.to(index), length)
-        pixel += torch.arange(pixel.numel(), device=pixel.device, dtype=index)
-        unit = torch.repeat_interleave((units.index_select(0, m) * (self.n_concepts + 1)).to(index), length)
-        self._add_pairs(unit, pixel, seg)
+        limit = thresholds.expand(n_images, n_units).masked_fill(~labelled[:, None], float("inf"))
+        for first in range(0, n_images, max(1, _CHUNK_MAPS // n_units)):
+            part = slice(first, first + max(1, _CHUNK_MAPS // n_units))
+            n = maps[part].shape[0] * n_units
+            m, y, lo, hi, unsure = _runs(maps[part].reshape(n, h, w), limit[part].reshape(n),
+                                         tol[part].reshape(n), rows, cols)  # m: image * K + unit
+            if bool(unsure.any()):  # rare: a pixel within rounding of T, leave it to F.interpolate
+                flat = unsure.nonzero()[:, 0]
+                self._count_interpolated(maps, thresholds, seg, carried,
+                                         first + torch.div(flat, n_units, rounding_mode="floor"),
+                                         flat % n_units)
+                keep = (~unsure).index_select(0, m).nonzero()[:, 0]
+                m, y, lo, hi = (v.index_select(0, keep) for v in (m, y, lo, hi))
+            length = hi - lo
+            area = torch.zeros(n, dtype=torch.int64, device=m.device).index_add_(0, m, length)
+            self.active += (area.view(-1, n_units, 1) * carried[part, None, :]).sum(0)  # (K, G)
+            # one index per active pixel: (image, layer 0, y, x) in seg, and unit * (P + 1)
+            keep = (length > 0).nonzero()[:, 0]
+            m, y, lo, length = (v.index_select(0, keep) for v in (m, y, lo, length))
+            small = seg.numel() + int(length.sum()) < 2**31 and n_units * (self.n_concepts + 1) < 2**31
+            index = torch.int32 if small else torch.int64
+            image = first + torch.div(m, n_units, rounding_mode="floor")
+            start = (image * n_layers * height + y) * width + lo - (torch.cumsum(length, 0) - length)
+            pixel = torch.repeat_interleave(start.to(index), length)
+            pixel += torch.arange(pixel.numel(), device=pixel.device, dtype=index)
+            unit = torch.repeat_interleave(((m % n_units) * (self.n_concepts + 1)).to(index), length)
+            self._add_pairs(unit, pixel, seg)
+
+    def _count_same_size(self, maps, thresholds, seg, carried, labelled) -> None:
+        """Maps at the segmentation's size: the active pixels are the values > T_k, found
+        row by row (only the rows whose max is not <= T_k are compared value by value)."""
+        n_images, n_units, h, w = maps.shape
+        limit = thresholds.expand(n_images, n_units).masked_fill(~labelled[:, None], float("inf"))
+        rows = maps.reshape(-1, w)  # (B * K * h, w)
+        top = rows.amax(1).view(n_images, n_units, h)  # NaN where a row has one: compare its values
+        row = (~(top <= limit[:, :, None])).view(-1).nonzero()[:, 0]
+        mask = rows.index_select(0, row) > limit.view(-1).index_select(
+            0, torch.div(row, h, rounding_mode="floor"))[:, None]  # (rows, w)
+        which, x = mask.nonzero(as_tuple=True)
+        row = row.index_select(0, which)
+        m, y = torch.div(row, h, rounding_mode="floor"), row % h  # m: image * K + unit
+        area = torch.bincount(m, minlength=n_images * n_units).view(n_images, n_units)
+        self.active += (area[:, :, None] * carried[:, None, :]).sum(0)  # (K, G)
+        image = torch.div(m, n_units, rounding_mode="floor")
+        pixel = (image * seg.shape[1] * h + y) * w + x  # flat index into seg's layer 0
+        self._add_pairs((m % n_units) * (self.n_concepts + 1), pixel, seg)
 
     def _add_pairs(self, unit: torch.Tensor, pixel: torch.Tensor, seg: torch.Tensor) -> None:
         """Intersections: bincount of `unit + label` over active pixels, one per seg layer
