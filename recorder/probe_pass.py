@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from recorder import metrics
 from recorder.accumulators import ClassSums, ImageResponses, Predictions
+from recorder.dissect.labels import ConceptLabels
 from recorder.dissect.layer import LayerDissection
 from recorder.distributed import agree, rank_and_world
 from recorder.hooks import FailingModule, LayerHooks, unit_responses
@@ -214,8 +215,9 @@ def run_probe_pass(
             maps = {name: cache[name][b] for name in map_layers} if cache is not None else {
                 name: response[2] for name, response in forward(rows)[1].items() if name in dissections}
             seg = probe.seg_batch(range(rows.start, rows.stop)).to(device, non_blocking=True)
+            labels = ConceptLabels(seg, categories, n_categories)  # (B, L, H, W): once for every layer
             for name, dissection in dissections.items():
-                dissection.count(maps[name], seg)
+                dissection.count(maps[name], labels)
 
     with LayerHooks(model, layers, capture):
         _local(pass_one, f"in the {description}", device)  # every rank, before the collectives

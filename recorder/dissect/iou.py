@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from recorder.accumulators import _Additive
+from recorder.dissect.labels import ConceptLabels
 from recorder.dissect.quantile import (
     THRESHOLD_BUDGET_BYTES,
     TailSketch,
@@ -36,6 +37,7 @@ from recorder.dissect.quantile import (
 
 __all__ = [
     "THRESHOLD_BUDGET_BYTES",
+    "ConceptLabels",
     "IoUCounts",
     "TailSketch",
     "TopValues",
@@ -159,18 +161,6 @@ def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows:
     return m, y, lo, hi, unsure
 
 
-def _distinct_labels(seg: torch.Tensor) -> torch.Tensor:
-    """An int32 copy of seg (B, L, H, W) in which a label that an earlier layer already
-    gives the same pixel is zeroed, so that L_c(x) is a set of pixels."""
-    out = seg.to(torch.int32, copy=True)
-    for layer in range(1, seg.shape[1]):
-        repeated = out[:, layer] == out[:, 0]
-        for earlier in range(1, layer):
-            repeated |= out[:, layer] == out[:, earlier]
-        out[:, layer].masked_fill_(repeated, 0)
-    return out
-
-
 class IoUCounts(_Additive):
     """Intersection and union counts of unit masks and concept labels, summed over images.
 
@@ -183,13 +173,15 @@ class IoUCounts(_Additive):
     pixels of L_c; `images_with_category` (G,). The union is derived:
     `active[k, cat(c)] + label[c] - intersection[k, c]`.
 
-    Speed: only the maps whose max can exceed T_k are looked at (bilinear values never
-    exceed the map's max). `method="runs"` (default) never upsamples them: it finds,
-    per output row, the run of columns above T_k analytically (see `_runs`), leaving
-    the rare map with a pixel within float rounding of T_k to F.interpolate, so that the
-    counts equal `method="interpolate"` (every crossing map through F.interpolate)
-    exactly. Intersections are `bincount`s over `k * (P + 1) + concept` of the active
-    pixels, one per seg layer.
+    Speed: `method="runs"` (default) never upsamples: only the cells between 4 map
+    values whose max can exceed T_k are looked at (bilinear values never exceed their
+    corners), and in them, per output row, the run of columns above T_k is found
+    analytically (see `_runs`), leaving the rare map with a pixel within float rounding
+    of T_k to F.interpolate, so that the counts equal `method="interpolate"` (every map
+    whose max can exceed T_k through F.interpolate) exactly. Maps at the segmentation's
+    size are compared directly, in the rows whose max can exceed T_k. Intersections are
+    `bincount`s over `k * (P + 1) + concept` of the active pixels, one per seg layer.
+    Passing the batch's `ConceptLabels` instead of seg shares the label work between layers.
     """
 
     _state = ("intersection", "active", "label", "images_with_category")
@@ -227,32 +219,26 @@ class IoUCounts(_Additive):
             raise ValueError(f"maps must have shape (B, {k}, h, w), got {tuple(maps.shape)}")
         if tuple(thresholds.shape) != (k,):
             raise ValueError(f"thresholds must have shape ({k},), got {tuple(thresholds.shape)}")
-        if seg.dim() != 4 or seg.shape[0] != maps.shape[0]:
+        if seg.shape[0] != maps.shape[0]:
             raise ValueError(f"seg must have shape ({maps.shape[0]}, L, H, W), got {tuple(seg.shape)}")
-        if seg.dtype.is_floating_point or seg.dtype == torch.bool:
-            raise ValueError(f"seg must hold integer concept ids, got dtype {seg.dtype}")
-        low, high = seg.aminmax() if seg.numel() else (torch.tensor(0), torch.tensor(0))
-        if int(low) < 0 or int(high) > self.n_concepts:
-            raise ValueError(f"seg ids must be in [0, {self.n_concepts}] (0 = unlabeled), "
-                             f"got [{int(low)}, {int(high)}]")
 
-    def add(self, maps: torch.Tensor, thresholds: torch.Tensor, seg: torch.Tensor) -> None:
-        """Count a batch: maps (B, K, h, w) raw activations, thresholds (K,), seg (B, L, H, W)."""
+    def add(self, maps: torch.Tensor, thresholds: torch.Tensor, seg: torch.Tensor | ConceptLabels) -> None:
+        """Count a batch: maps (B, K, h, w) raw activations, thresholds (K,), seg (B, L, H, W)
+        or the batch's `ConceptLabels` (prepared once for every layer)."""
         device = self.intersection.device
-        seg = seg.to(device)
+        if isinstance(seg, ConceptLabels):
+            labels = seg
+            if not labels.matches(self.concept_category, self.n_categories):
+                raise ValueError("ConceptLabels were prepared for other concepts than these counts' "
+                                 f"{self.n_concepts} concepts in {self.n_categories} categories")
+            labels = labels if labels.seg.device == device else ConceptLabels(
+                labels.seg.to(device), self.concept_category, self.n_categories)
+        else:
+            labels = ConceptLabels(seg.to(device), self.concept_category, self.n_categories)
         thresholds = thresholds.to(device=device, dtype=torch.float32)
-        self._check(maps, thresholds, seg)
-        n_images, n_layers, height, width = seg.shape
-        width_p = self.n_concepts + 1  # concept ids 0..P, 0 dropped at the end
-        seg = _distinct_labels(seg)  # (B, L, H, W) int32, a copy
-
-        # labels per image -> label pixels and the categories each image carries
-        offsets = torch.arange(n_images, device=device, dtype=torch.int32)[:, None] * width_p
-        per_image = torch.bincount((seg.reshape(n_images, -1) + offsets).reshape(-1),
-                                   minlength=n_images * width_p).reshape(n_images, width_p)[:, 1:]
-        self.label += per_image.sum(0)
-        carried = torch.zeros(n_images, self.n_categories, dtype=torch.int64, device=device)
-        carried = carried.index_add_(1, self.concept_category, per_image) > 0  # (B, G)
+        self._check(maps, thresholds, labels.seg)
+        seg, carried = labels.seg, labels.carried  # (B, L, H, W) int32, (B, G) bool
+        self.label += labels.per_image.sum(0)
         self.images_with_category += carried.sum(0)
 
         maps = maps.to(device=device, dtype=torch.float64 if maps.dtype == torch.float64 else torch.float32)

@@ -54,8 +54,12 @@ class TopMaps(_Additive):
         top, pos = values.topk(self.k, dim=1)  # (K, k)
         self.index[r] = torch.cat([self.index[r], ids], 1).gather(1, pos)
         self.value[r] = torch.where(self.index[r] > 0, top, 0.0)
-        candidates = torch.cat([self.maps[r], maps.transpose(0, 1)], 1)  # (K, k+B, h, w)
-        self.maps[r] = candidates.gather(1, pos[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
+        # maps: the kept ones from the buffer, then the batch's newcomers copied in
+        kept = self.maps[r].gather(1, pos.clamp(max=self.k - 1)[:, :, None, None].expand(
+            -1, -1, *maps.shape[2:]))  # (K, k, h, w)
+        unit, slot = (pos >= self.k).nonzero(as_tuple=True)
+        kept[unit, slot] = maps[pos[unit, slot] - self.k, unit].to(kept)
+        self.maps[r] = kept
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k over all ranks' slots: image ids (K, k) (-1: none), values (K, k), maps (K, k, h, w)."""
@@ -100,8 +104,9 @@ class LayerDissection:
         self.thresholds = self.quantiles.thresholds().masked_fill(bad, float("nan"))
         self._count_thresholds = self.thresholds.masked_fill(bad, float("inf"))  # no pixel is above
 
-    def count(self, maps: torch.Tensor, seg: torch.Tensor) -> None:
-        """Pass two: intersections and unions of the batch's masks with its labels."""
+    def count(self, maps: torch.Tensor, seg) -> None:
+        """Pass two: intersections and unions of the batch's masks with its labels, seg
+        (B, L, H, W) or the batch's `ConceptLabels` shared by every layer."""
         self.counts.add(maps, self._count_thresholds, seg)
 
     def finish_counts(self) -> None:

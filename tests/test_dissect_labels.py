@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+
+from recorder.dissect import ConceptLabels, IoUCounts
+from test_dissect_iou import CATEGORY, N_CATEGORIES, random_segs
+
+
+def test_concept_labels_equal_sets_of_pixels_by_hand():
+    rng = np.random.default_rng(0)
+    seg = random_segs(rng, 6, (9, 7))
+    labels = ConceptLabels(torch.from_numpy(seg), torch.from_numpy(CATEGORY), N_CATEGORIES)
+    for i in range(6):
+        for c in range(len(CATEGORY)):
+            pixels = (seg[i] == c + 1).any(0)  # L_c(x): a set of pixels, however many layers say c
+            assert labels.per_image[i, c] == pixels.sum()
+            assert ((labels.seg[i] == c + 1).sum(0) == pixels).all()  # each pixel once
+        for g in range(N_CATEGORIES):
+            assert labels.carried[i, g] == any((seg[i] == c + 1).any() for c in np.flatnonzero(CATEGORY == g))
+    assert labels.seg.dtype == torch.int32 and labels.carried[-1].sum() == 0  # the unlabelled image
+
+
+def test_shared_labels_count_the_same_as_seg_for_every_layer():
+    rng = np.random.default_rng(1)
+    seg = torch.from_numpy(random_segs(rng, 5, (12, 12)))
+    category = torch.from_numpy(CATEGORY)
+    labels = ConceptLabels(seg, category, N_CATEGORIES)
+    for size in [(3, 3), (12, 12), (5, 7)]:  # run lengths, same size, odd scale
+        maps = torch.from_numpy(rng.normal(size=(5, 4, *size)).astype(np.float32))
+        thresholds = torch.from_numpy(np.quantile(maps.numpy(), 0.8, axis=(0, 2, 3)).astype(np.float32))
+        shared, own = IoUCounts(4, category, N_CATEGORIES), IoUCounts(4, category, N_CATEGORIES)
+        shared.add(maps, thresholds, labels)
+        own.add(maps, thresholds, seg)
+        assert own.intersection.sum() > 0
+        for key, value in own.state_dict().items():
+            assert torch.equal(shared.state_dict()[key], value), (size, key)
+
+
+def test_labels_for_other_concepts_are_refused():
+    seg = torch.zeros(2, 1, 4, 4, dtype=torch.long)
+    labels = ConceptLabels(seg, torch.tensor([0, 1]), 2)
+    counts = IoUCounts(3, torch.tensor([0, 0, 1]), 2)
+    with pytest.raises(ValueError, match="ConceptLabels were prepared for other concepts than these counts' 3"):
+        counts.add(torch.zeros(2, 3, 2, 2), torch.zeros(3), labels)
+    with pytest.raises(ValueError, match=r"seg must have shape \(B, L, H, W\), got \(4, 4\)"):
+        ConceptLabels(seg[0, 0], torch.tensor([0, 1]), 2)
+    with pytest.raises(ValueError, match=r"seg ids must be in \[0, 2\]"):
+        ConceptLabels(seg + 3, torch.tensor([0, 1]), 2)
