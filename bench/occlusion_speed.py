@@ -11,7 +11,7 @@ API needs one call per unit and image. Captum runs on the top-k images of the
 first `--captum-units` units (its cost per call does not depend on the unit); its
 time for all units is that time scaled by the number of calls, and is printed as
 such. Its pixel maps are checked against `pixel_map` of ours (<= 1e-5). Each
-figure is the median of `--repeats` runs. Also printed: occlusion time / the time
+figure is the median of `--repeats` runs, the three kinds of run interleaved. Also printed: occlusion time / the time
 of one bare forward of the whole probe.
 """
 
@@ -111,9 +111,16 @@ def main() -> None:
         return out
 
     bare_forward(), ours()  # warm-up
-    t_bare, _ = timed(bare_forward, device, args.repeats)
-    t_ours, ours_maps = timed(ours, device, args.repeats)
-    t_captum, captum_maps = timed(captum, device, args.repeats)
+    runs = {"bare": [], "ours": [], "captum": []}
+    for _ in range(args.repeats):  # interleaved, so that a busy machine slows all three alike
+        for name, work in (("bare", bare_forward), ("ours", ours), ("captum", captum)):
+            seconds, result = timed(work, device, 1)
+            runs[name].append(seconds)
+            if name == "ours":
+                ours_maps = result
+            elif name == "captum":
+                captum_maps = result
+    t_bare, t_ours, t_captum = (statistics.median(runs[name]) for name in ("bare", "ours", "captum"))
     calls_run, calls_all = args.captum_units * TOPK, args.units * TOPK
     t_captum_all = t_captum / calls_run * calls_all
 
