@@ -1,6 +1,6 @@
 """Recording overhead, measured side by side in one process; prints ratios.
 
-    python bench/record_overhead.py [--repeats 5] [--device cpu|cuda]
+    python bench/record_overhead.py [--repeats 5] [--device cpu|cuda] [--only dissect]
 
 1. probe pass: `rec.record(step)` time / a bare `no_grad` forward over the same
    probe (same model, same batches), for a small CNN and ResNet-18 at 64x64, without
@@ -8,12 +8,16 @@
    the shapes world's probe (5 concept layers of 64x64 masks, goal <= 2.0);
 2. online mode: training step time with the recorder's hooks / without;
 3. zarr append time per layer per checkpoint (10 classes x 512 units).
-Each figure is the median of `--repeats` runs.
+Each figure is the median of `--repeats` runs; the probe-pass ratio is that of the
+medians, with the median of the ratios of each run's adjacent bare and recorded
+passes beside it (less sensitive to a machine whose load changes). `--only` runs one
+part: `probe` (without dissection), `dissect`, `online` or `append`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -87,10 +91,11 @@ def probe_pass_ratio(name, model, layers, n_images, repeats, device, batch_size=
             recorded.append(timed(lambda: rec.record(step)))
         rec.close()
     b, r = statistics.median(bare), statistics.median(recorded)
+    paired = statistics.median(x / y for x, y in zip(recorded, bare))
     what = f"{name} + dissection" if dissect else name
     goal = 2.0 if dissect else 1.3
     print(f"probe pass  {what:<24} {n_images} images, {len(layers)} layers: forward {b * 1e3:7.1f} ms, "
-          f"record {r * 1e3:7.1f} ms, ratio {r / b:.2f}  (goal <= {goal})")
+          f"record {r * 1e3:7.1f} ms, ratio {r / b:.2f} (paired {paired:.2f})  (goal <= {goal})")
     return r / b
 
 
@@ -165,18 +170,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only", choices=["probe", "dissect", "online", "append"], default=None,
+                        help="run one part only")
     args = parser.parse_args()
     device = torch.device(args.device)
+    load = "n/a" if not hasattr(os, "getloadavg") else f"{os.getloadavg()[0]:.1f}"
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"median of {args.repeats}")
-    probe_pass_ratio("small CNN", small_cnn(), ["0", "4", "8", "12"], 512, args.repeats, device)
-    probe_pass_ratio("ResNet-18", resnet18_64(), ["layer1", "layer2", "layer3", "layer4", "fc"], 128,
-                     args.repeats, device)
-    probe_pass_ratio("small CNN", small_cnn(), ["0", "4", "8", "12"], 512, args.repeats, device, dissect=True)
-    probe_pass_ratio("ResNet-18", resnet18_64(), ["layer1", "layer2", "layer3", "layer4", "fc"], 128,
-                     args.repeats, device, dissect=True)
-    online_ratio(args.repeats, device)
-    append_ms(args.repeats)
+          f"median of {args.repeats}, load average {load}")
+    small = ("small CNN", ["0", "4", "8", "12"], 512)
+    resnet = ("ResNet-18", ["layer1", "layer2", "layer3", "layer4", "fc"], 128)
+    for dissect, part in ((False, "probe"), (True, "dissect")):
+        if args.only in (None, part):
+            for (name, layers, n_images), make in ((small, small_cnn), (resnet, resnet18_64)):
+                probe_pass_ratio(name, make(), layers, n_images, args.repeats, device, dissect=dissect)
+    if args.only in (None, "online"):
+        online_ratio(args.repeats, device)
+    if args.only in (None, "append"):
+        append_ms(args.repeats)
 
 
 if __name__ == "__main__":

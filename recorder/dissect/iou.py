@@ -317,14 +317,16 @@ class IoUCounts(_Additive):
         self._add_pairs((m % n_units) * (self.n_concepts + 1), pixel, seg)
 
     def _add_pairs(self, unit: torch.Tensor, pixel: torch.Tensor, seg: torch.Tensor) -> None:
-        """Intersections: bincount of `unit + label` over active pixels, one per seg layer
+        """Intersections: bincount of `unit + label` over active pixels and seg layers
         (unit = k * (P + 1), pixel = flat index into seg's layer 0)."""
         width_p = self.n_concepts + 1
-        flat, layer = seg.reshape(-1), seg.shape[2] * seg.shape[3]
-        for l in range(seg.shape[1]):
-            pairs = flat.index_select(0, pixel + l * layer if l else pixel).to(unit.dtype) + unit
-            both = torch.bincount(pairs, minlength=self.n_units * width_p)
-            self.intersection += both.reshape(self.n_units, width_p)[:, 1:]
+        if seg.shape[1] == 0 or pixel.numel() == 0:
+            return
+        layers = torch.arange(seg.shape[1], device=pixel.device, dtype=pixel.dtype) * (seg.shape[2] * seg.shape[3])
+        labels = seg.reshape(-1).index_select(0, (layers[:, None] + pixel).reshape(-1))  # (L * n,)
+        pairs = labels.view(seg.shape[1], -1).to(unit.dtype) + unit  # (L, n)
+        both = torch.bincount(pairs.reshape(-1), minlength=self.n_units * width_p)
+        self.intersection += both.reshape(self.n_units, width_p)[:, 1:]
 
     def _count_interpolated(self, maps, thresholds, seg, carried, images, units) -> None:
         """Upsample the maps of (images[i], units[i]) with F.interpolate, in chunks, and count."""
