@@ -75,6 +75,38 @@ class ClassSums(_Additive):
         self.count += torch.bincount(labels, minlength=self.n_classes)
 
 
+class Floor:
+    """Each unit's smallest response so far (NaN ignored): the floor of the signed-layer rule.
+
+        floor = Floor(n_units=4)
+        floor.add(torch.randn(8, 4))     # responses (B, K)
+        floor.all_reduce()               # merge ranks: MIN
+        floor.values()                   # float32 (K,), NaN for a unit that saw no finite response
+
+    The one accumulator merged with MIN rather than SUM: a minimum is not a sum.
+    """
+
+    def __init__(self, n_units: int, device: torch.device | str = "cpu"):
+        self.min = torch.full((n_units,), float("inf"), dtype=torch.float32, device=device)
+
+    def add(self, responses: torch.Tensor) -> None:
+        if len(responses):
+            r = responses.to(self.min.device, torch.float32)  # (B, K)
+            self.min = torch.minimum(self.min, r.masked_fill(torch.isnan(r), float("inf")).amin(0))
+
+    def all_reduce(self) -> None:
+        all_reduce([self.min], op="min")
+
+    def values(self) -> torch.Tensor:
+        return self.min.masked_fill(torch.isinf(self.min) & (self.min > 0), float("nan"))
+
+    def reset(self) -> None:
+        self.min.fill_(float("inf"))
+
+    def to_(self, device: torch.device | str) -> None:
+        self.min = self.min.to(device)
+
+
 class ImageResponses(_Additive):
     """Per-image unit responses over a probe of N images, filled row by row.
 

@@ -38,12 +38,13 @@ def _flag_device(device: torch.device | str) -> torch.device | str:
     return device
 
 
-def all_reduce(tensors: Iterable[torch.Tensor]) -> None:
-    """Sum every tensor in place over all ranks."""
+def all_reduce(tensors: Iterable[torch.Tensor], op: str = "sum") -> None:
+    """Sum (or, with `op="min"`, take the minimum of) every tensor in place over all ranks."""
     if not is_distributed():
         return
+    reduce_op = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN}[op]
     for tensor in tensors:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        dist.all_reduce(tensor, op=reduce_op)
 
 
 def failed_ranks(ok: bool, device: torch.device | str = "cpu") -> list[int]:

@@ -92,6 +92,26 @@ def _unknown_message(unknown: list, valid: list[str]) -> str:
     return "; ".join(lines) + f". Valid layer names: {shown}"
 
 
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+                nn.Softplus, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardtanh)
+
+
+def activation_after(model: nn.Module, name: str) -> str | None:
+    """The name of the activation module registered right after layer `name` (in the
+    order of `named_modules()`, which is the order of definition), if there is one."""
+    module_name, _ = split_layer_name(name)
+    names = [n for n, _ in model.named_modules()]
+    modules = dict(model.named_modules())
+    if module_name not in modules:
+        return None
+    subtree = {n for n, _ in modules[module_name].named_modules(prefix=module_name)}
+    for following in names[names.index(module_name) + 1:]:
+        if following in subtree:
+            continue
+        return following if isinstance(modules[following], _ACTIVATIONS) else None
+    return None
+
+
 def unit_responses(output: Any, layer: str, with_max: bool = True):
     """Reduce one layer output to per-unit responses per image.
 

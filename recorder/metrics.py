@@ -12,7 +12,10 @@ Every function takes class means `mu` of shape `[..., C, K]` (class axis -2, uni
 axis -1) and is vectorized over the leading axes, so a whole timeline `[T, C, K]`
 is computed at once. Classes without images are NaN in `mu` and are left out of
 every statistic; a unit with fewer than two such valid classes has no contrast,
-so its selectivity is NaN. A dead unit (`max_c mu <= 1e-7`) has selectivity 0.
+so its selectivity is NaN. A dead unit (the same response on every image) has
+selectivity 0. Signed layers (any response below 0: a conv before its ReLU,
+BatchNorm, logits, tokens) measure selectivity above each unit's floor `r_min`
+instead of above 0 (`signed=True`; DESIGN.md "Signed layers").
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ __all__ = [
     "si",
 ]
 
-DEAD_EPS = 1e-7  # a unit whose largest class mean is <= this is dead
+DEAD_EPS = 1e-7  # a unit whose largest class mean is <= this is dead (when r_min is unknown)
+DEAD_RTOL = 1e-5  # ... or, with r_min known, whose class means all lie within this (relative) of it
 
 
 def _as_mu(mu) -> np.ndarray:
@@ -68,55 +72,80 @@ def class_means(sums, counts) -> np.ndarray:
     return np.where(counts > 0, mu, np.nan)
 
 
-def is_dead(mu) -> np.ndarray:
-    """Dead units: `nanmax_c mu[..., c, k] <= 1e-7` (True when every class is NaN).
+def _as_floor(r_min, mu: np.ndarray) -> np.ndarray | None:
+    if r_min is None:
+        return None
+    r_min = np.asarray(r_min, dtype=np.float64)
+    if r_min.shape != mu.shape[:-2] + mu.shape[-1:]:
+        raise ValueError(f"r_min must have shape [..., K] = {list(mu.shape[:-2] + mu.shape[-1:])} like mu "
+                         f"[..., C, K] = {list(mu.shape)}, got {list(r_min.shape)}")
+    return r_min
 
+
+def is_dead(mu, r_min=None) -> np.ndarray:
+    """Dead units: the response is the same on every image.
+
+    With `r_min` (`[..., K]`, each unit's smallest response over the images of the
+    grouping): every valid class mean lies within float tolerance of `r_min` (a mean
+    equals the minimum only when all its images do). Without it (runs that predate
+    it): `nanmax_c mu[..., c, k] <= 1e-7`. True when every class is NaN.
     Returns bool `[..., K]`.
     """
-    return _valid_max(_as_mu(mu)) <= DEAD_EPS
+    mu = _as_mu(mu)
+    top = _valid_max(mu)
+    r_min = _as_floor(r_min, mu)
+    if r_min is None:
+        return top <= DEAD_EPS
+    with np.errstate(invalid="ignore"):
+        return ~(top - r_min > DEAD_EPS + DEAD_RTOL * np.abs(r_min))
 
 
-def _positive_parts(mu: np.ndarray):
-    """`mu_plus` with NaN classes as 0, the valid mask and the valid-class count."""
+def _positive_parts(mu: np.ndarray, r_min: np.ndarray | None, signed: bool):
+    """`mu_plus` (Morcos' `max(mu, 0)`, or `mu - r_min` for a signed layer) with NaN
+    classes as 0, the valid-class count and the dead units."""
+    if signed and r_min is None:
+        raise ValueError("signed=True needs r_min, each unit's smallest response ([..., K])")
     valid = ~np.isnan(mu)
-    mu_plus = np.where(valid, np.maximum(mu, 0.0), 0.0)
-    return mu_plus, valid.sum(axis=-2)
+    shifted = mu - r_min[..., None, :] if signed else mu
+    mu_plus = np.where(valid, np.maximum(shifted, 0.0), 0.0)  # rounding below the floor -> 0
+    return mu_plus, valid.sum(axis=-2), is_dead(mu, r_min)
 
 
-def si(mu) -> np.ndarray:
-    """Class selectivity index (Morcos et al. 2018) on `mu_plus = max(mu, 0)`.
+def si(mu, r_min=None, signed: bool = False) -> np.ndarray:
+    """Class selectivity index (Morcos et al. 2018) on `mu_plus = max(mu, 0)`, or on
+    `mu_plus = mu - r_min` for a signed layer (DESIGN.md "Signed layers").
 
     `si = (mu_max - mu_rest) / (mu_max + mu_rest + 1e-7)` with `mu_rest` the mean of
     the other valid classes' means (one occurrence of the max left out). Dead units
-    are 0; units with fewer than 2 valid classes are NaN. Returns float64 `[..., K]`
-    in [0, 1].
+    (`is_dead(mu, r_min)`) are 0; units with fewer than 2 valid classes are NaN.
+    Returns float64 `[..., K]` in [0, 1].
     """
     mu = _as_mu(mu)
-    mu_plus, n_valid = _positive_parts(mu)
+    mu_plus, n_valid, dead = _positive_parts(mu, _as_floor(r_min, mu), signed)
     mu_max = mu_plus.max(axis=-2, initial=0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         mu_rest = (mu_plus.sum(axis=-2) - mu_max) / (n_valid - 1)
         mu_rest = np.maximum(mu_rest, 0.0)  # rounding in the subtraction
         out = (mu_max - mu_rest) / (mu_max + mu_rest + DEAD_EPS)
-    out = np.where(mu_max <= DEAD_EPS, 0.0, np.clip(out, 0.0, 1.0))
+    out = np.where(dead | (mu_max <= DEAD_EPS), 0.0, np.clip(out, 0.0, 1.0))
     return np.where(n_valid < 2, np.nan, out)
 
 
-def entropy(mu) -> np.ndarray:
+def entropy(mu, r_min=None, signed: bool = False) -> np.ndarray:
     """Entropy selectivity: `1 - H(p) / log(C)` with `p = mu_plus / sum_c mu_plus`.
 
-    `mu_plus = max(mu, 0)`, C = the number of valid (non-NaN) classes, and
+    `mu_plus` as in `si`, C = the number of valid (non-NaN) classes, and
     `0 * log 0 = 0`. Dead units are 0; units with fewer than 2 valid classes are
     NaN. Returns float64 `[..., K]` in [0, 1].
     """
     mu = _as_mu(mu)
-    mu_plus, n_valid = _positive_parts(mu)
+    mu_plus, n_valid, dead = _positive_parts(mu, _as_floor(r_min, mu), signed)
     total = mu_plus.sum(axis=-2, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = mu_plus / total
         plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
         out = 1.0 + plogp.sum(axis=-2) / np.log(n_valid)
-    dead = mu_plus.max(axis=-2, initial=0.0) <= DEAD_EPS
+    dead = dead | (mu_plus.max(axis=-2, initial=0.0) <= DEAD_EPS)
     out = np.where(dead, 0.0, np.clip(out, 0.0, 1.0))
     return np.where(n_valid < 2, np.nan, out)
 
@@ -184,17 +213,18 @@ def precision(responses, labels, dominant, n=None, dead=None) -> np.ndarray:
     return out
 
 
-def selectivity(mu, metric: str = "si") -> np.ndarray:
-    """Selectivity of each unit by name: `"si"` (see `si`) or `"entropy"` (see `entropy`).
+def selectivity(mu, metric: str = "si", r_min=None, signed: bool = False) -> np.ndarray:
+    """Selectivity of each unit by name: `"si"` (see `si`) or `"entropy"` (see `entropy`),
+    under the signed-layer rule when `signed` (with `r_min`, each unit's floor).
 
     `"precision"` needs per-image responses, so it is not computed from `mu`: read
     the stored `precision` array (or call `precision(responses, labels, dominant)`).
     Returns float64 `[..., K]`.
     """
     if metric == "si":
-        return si(mu)
+        return si(mu, r_min, signed)
     if metric == "entropy":
-        return entropy(mu)
+        return entropy(mu, r_min, signed)
     if metric == "precision":
         raise ValueError(
             "metric 'precision' needs per-image responses and cannot be computed "

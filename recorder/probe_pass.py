@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recorder import metrics
-from recorder.accumulators import ClassSums, ImageResponses, Predictions
+from recorder.accumulators import ClassSums, Floor, ImageResponses, Predictions
 from recorder.dissect.labels import ConceptLabels
 from recorder.dissect.layer import LayerDissection
 from recorder.distributed import agree, rank_and_world
@@ -261,9 +261,13 @@ def probe_row_arrays(
     labels: torch.Tensor,
     n_classes: int,
 ) -> dict[str, np.ndarray]:
-    """One layer's per-class arrays of the run store from the whole probe's per-image responses."""
+    """One layer's per-class arrays of the run store from the whole probe's per-image responses,
+    and `response_min`, each unit's smallest response over the probe (the signed-layer floor)."""
+    floor = Floor(per_image.mean.shape[1], per_image.mean.device)
+    floor.add(per_image.mean)
+    response_min = floor.values().cpu().numpy()
     if n_classes == 0:
-        return {}
+        return {"response_min": response_min}
     labels = labels.to(per_image.mean.device)
     by_true = ClassSums(n_classes, per_image.mean.shape[1], per_image.mean.device)
     by_true.add(per_image.mean, labels)
@@ -280,6 +284,7 @@ def probe_row_arrays(
         count_pred=by_pred.count.cpu().numpy(),
         max_true=metrics.class_means(max_true.sum.cpu().numpy(), count_true).astype(np.float32),
         precision=metrics.precision(
-            per_image.mean.cpu().numpy(), labels.cpu().numpy(), metrics.dominant(mu), dead=metrics.is_dead(mu)
-        ).astype(np.float32),
+            per_image.mean.cpu().numpy(), labels.cpu().numpy(), metrics.dominant(mu),
+            dead=metrics.is_dead(mu, response_min)).astype(np.float32),
+        response_min=response_min,
     )

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from recorder.accumulators import ClassSums
+from recorder.accumulators import ClassSums, Floor
 from recorder.distributed import agree, all_ranks_ok, all_reduce, rank_and_world
-from recorder.hooks import LayerHooks, resolve_layers, unit_responses
+from recorder.hooks import LayerHooks, activation_after, resolve_layers, unit_responses
 from recorder.probe_pass import (default_predict, layer_shapes, observation_mode, probe_row_arrays, run_probe_pass,
                                  topk_row_arrays)
 from recorder.options import RecorderOptions
@@ -144,12 +144,15 @@ class Recorder:
         self._last_row_step: int | None = None
         self._last_step_seen: int | None = None
         self._window: dict[str, ClassSums] | None = None
+        self._floors: dict[str, Floor] = {}  # each unit's smallest training response in the window
         self._train_hits = torch.zeros(2, dtype=torch.int64, device=self.device)  # (correct, seen)
         self._pending: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
         self._pending_metrics: dict[str, float] = {}
         self._epoch = math.nan
         self._closed = False
         self._warned_not_finite: set[str] = set()
+        self._noted_signed: set[str] = set()
+        self._rules_stored = False
         self.shapes: dict[str, tuple] | None = None
         if probe is not None:
             shapes, error = None, None
@@ -177,6 +180,7 @@ class Recorder:
         self.units = units
         if self.classes:
             self._window = {name: ClassSums(len(self.classes), k, self.device) for name, k in units.items()}
+            self._floors = {name: Floor(k, self.device) for name, k in units.items()}
         self._open_writer()
 
     def _open_writer(self) -> None:
@@ -252,6 +256,7 @@ class Recorder:
             self._set_units({name: int(responses[name].shape[1]) for name in self.layers})
         for name in self.layers:
             self._window[name].add(responses[name], labels)
+            self._floors[name].add(responses[name])
         if logits is not None:
             logits = logits.detach()
             self._train_hits[0] += (logits.argmax(1).to(self.device) == labels).sum()
@@ -317,7 +322,7 @@ class Recorder:
         device = self._device or _model_device(self.model)
         if device != self.device:
             self.device = device
-            for window in (self._window or {}).values():
+            for window in (*(self._window or {}).values(), *self._floors.values()):
                 window.to_(device)
             self._train_hits = self._train_hits.to(device)
 
@@ -337,6 +342,7 @@ class Recorder:
                     layers[name].update(dissections[name].row_arrays())
                 else:
                     layers[name].update(topk_row_arrays(per_image[name], self.topk))
+            self._note_signed_layers(layers)
             labeled = labels >= 0
             if self.classes and bool(labeled.any()):
                 predicted = preds.labels().cpu()
@@ -344,16 +350,33 @@ class Recorder:
 
         self._on_rank0(row_arrays, f"rank 0 failed to build the row at step {step}")
 
+    def _note_signed_layers(self, layers: dict) -> None:
+        """Once per layer: say that a layer with negative responses uses the signed rule."""
+        for name in self.layers:
+            floor = layers[name].get("response_min")
+            if name in self._noted_signed or floor is None or not bool((floor < 0).any()):
+                continue
+            self._noted_signed.add(name)
+            after = activation_after(self.model, name)
+            hint = (f"record {after!r} (the activation after it) for Morcos' rule on responses >= 0" if after else
+                    "to measure it after its activation, make the activation a module (e.g. nn.ReLU() "
+                    "instead of F.relu) and record that module")
+            print(f"tuneline: layer {name!r} is signed (smallest probe response {float(np.nanmin(floor)):.3g} "
+                  f"< 0, as before a ReLU, in BatchNorm, logits or tokens): its selectivity is measured above "
+                  f"each unit's smallest response, and a unit is dead only when constant. To change that, "
+                  f"{hint}.", file=sys.stderr, flush=True)
+
     def _window_rows(self, layers: dict, row_metrics: dict) -> None:
         """The online window's arrays (rank 0). Rank 0 keeps the merged sums until its row
         is written, so that a failed write loses no training responses; the others restart."""
-        for window in self._window.values():
+        for window in (*self._window.values(), *self._floors.values()):
             window.all_reduce()
         all_reduce([self._train_hits])
         if self.rank == 0:
             for name, window in self._window.items():
                 layers[name]["train_sum"] = window.sum.cpu().numpy().astype(np.float32)
                 layers[name]["train_count"] = window.count.cpu().numpy().copy()
+                layers[name]["train_min"] = self._floors[name].values().cpu().numpy()
             correct, seen = (int(v) for v in self._train_hits)
             if seen:
                 row_metrics["train_accuracy"] = correct / seen
@@ -361,7 +384,7 @@ class Recorder:
             self._reset_window()
 
     def _reset_window(self) -> None:
-        for window in self._window.values():
+        for window in (*self._window.values(), *self._floors.values()):
             window.reset()
         self._train_hits.zero_()
 
@@ -382,6 +405,12 @@ class Recorder:
             self._warn_not_finite(step, layers)  # first: a warning turned into an error writes no row
             self._writer.append(step, epoch=self._epoch, wall_time=time.time(), metrics=row_metrics,
                                 layers=layers)
+            if not self._rules_stored:  # the selectivity rule in force, with each layer
+                for name in self.layers:
+                    floor = layers[name].get("response_min", layers[name].get("train_min"))
+                    if floor is not None:
+                        self._writer.set_layer_attrs(name, {"signed": bool(np.any(floor < 0))})
+                self._rules_stored = True
 
         self._on_rank0(write, f"rank 0 failed to write the row at step {step} to {self.store_path!r}")
 

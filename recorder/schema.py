@@ -50,6 +50,8 @@ LAYER_ARRAYS: dict[str, ArraySpec] = {
     "train_sum": ArraySpec("float32", ("step", "class", "unit")),
     "train_count": ArraySpec("int64", ("step", "class")),
     "precision": ArraySpec("float32", ("step", "unit")),
+    "response_min": ArraySpec("float32", ("step", "unit")),  # smallest probe response (signed rule)
+    "train_min": ArraySpec("float32", ("step", "unit")),  # smallest training response of the window
     "threshold": ArraySpec("float32", ("step", "unit")),
     "iou": ArraySpec("float16", ("step", "unit", "concept")),
     "topk_index": ArraySpec("int32", ("step", "unit", "rank")),

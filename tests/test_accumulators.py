@@ -1,8 +1,10 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from recorder.accumulators import ClassSums, ImageResponses, Predictions
+from recorder.accumulators import ClassSums, Floor, ImageResponses, Predictions
 
 
 def test_class_sums_equal_a_loop_over_images():
@@ -49,3 +51,17 @@ def test_disjoint_rows_merge_by_summation():
     preds.add(slice(0, 4), torch.tensor([2, 0, -1, 1]))
     assert preds.labels().tolist() == [2, 0, -1, 1]
     assert Predictions(3).labels().tolist() == [-1, -1, -1]
+
+
+def test_floor_is_the_smallest_finite_response_per_unit():
+    floor = Floor(n_units=3)
+    batches = [torch.tensor([[1.0, float("nan"), 2.0], [-3.0, float("nan"), 5.0]]),
+               torch.tensor([[0.5, float("nan"), -7.0]])]
+    for batch in batches:
+        floor.add(batch)
+    expected = [min(float(b[i, k]) for b in batches for i in range(len(b)) if not math.isnan(float(b[i, k])))
+                if k != 1 else math.nan for k in range(3)]
+    got = floor.values().tolist()
+    assert got[0] == expected[0] and got[2] == expected[2] and math.isnan(got[1])
+    floor.reset()
+    assert all(math.isnan(v) for v in floor.values().tolist())

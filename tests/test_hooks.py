@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from recorder.hooks import LayerHooks, UnknownLayerError, resolve_layers, unit_responses
+from recorder.hooks import LayerHooks, UnknownLayerError, activation_after, resolve_layers, unit_responses
 
 
 def small_net():
@@ -127,3 +127,12 @@ def test_indexed_names_are_checked_and_explained():
     with LayerHooks(model, ["fc[0]"], lambda n, o: None):
         with pytest.raises(ValueError, match=r"layer 'fc\[0\]': 'fc' returned Tensor \[2, 2\], which has no elements"):
             model(torch.randn(2, 1, 4, 6))
+
+
+def test_activation_after_names_the_module_registered_next():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten())
+    assert activation_after(model, "0") == "1"
+    assert activation_after(model, "2") is None  # followed by Flatten, not an activation
+    block = nn.Sequential(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)), nn.GELU())
+    assert activation_after(block, "0") == "1"  # the block's own children are skipped
+    assert activation_after(block, "0.0") is None  # BatchNorm follows

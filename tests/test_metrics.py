@@ -319,3 +319,57 @@ def test_metrics_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def signed_si_brute_force(responses, labels, n_classes):
+    """DESIGN.md "Signed layers" by hand for one unit: class means of `responses` (one
+    value per image) shifted by the unit's smallest response, then Morcos' SI."""
+    floor = min(responses)
+    means = []
+    for c in range(n_classes):
+        values = [r for r, label in zip(responses, labels) if label == c]
+        means.append(sum(values) / len(values) - floor)
+    if all(abs(r - floor) <= 1e-7 + 1e-5 * abs(floor) for r in responses):
+        return 0.0  # the same response on every image: dead
+    top = max(means)
+    rest = (sum(means) - top) / (n_classes - 1)
+    return (top - rest) / (top + rest + 1e-7)
+
+
+def test_signed_rule_matches_a_per_unit_computation(rng):
+    n, n_classes, n_units = 40, 4, 6
+    labels = np.arange(n) % n_classes
+    responses = rng.normal(size=(n, n_units)) - 1.5  # mostly negative, as before a ReLU
+    responses[:, 3] = -0.25  # constant: dead, though every mean is negative
+    responses[:, 4] = rng.normal(size=n) * 1e-3 - 5.0  # tiny spread far below 0: not selective
+    sums = np.stack([responses[labels == c].sum(0) for c in range(n_classes)])
+    counts = np.bincount(labels, minlength=n_classes)
+    mu, r_min = metrics.class_means(sums, counts), responses.min(0)
+    got = metrics.si(mu, r_min, signed=True)
+    for k in range(n_units):
+        assert got[k] == pytest.approx(signed_si_brute_force(responses[:, k], labels, n_classes), abs=1e-9)
+    assert got[3] == 0.0 and metrics.is_dead(mu, r_min)[3] and not metrics.is_dead(mu, r_min)[4]
+    assert got[4] < 0.6  # shifting by the smallest class mean would make it look selective
+    assert metrics.selectivity(mu, "si", r_min, signed=True) == pytest.approx(got)
+    # Morcos' max(mu, 0) calls every all-negative unit dead; the signed rule does not
+    assert (metrics.si(mu)[mu.max(0) < 0] == 0).all() and (got[[0, 1, 2, 5]] > 0).all()
+
+
+def test_signed_entropy_uses_the_shifted_means(rng):
+    mu = rng.normal(size=(2, 5, 3)) - 2.0  # [T, C, K]
+    r_min = mu.min(-2) - 0.5
+    shifted = mu - r_min[:, None, :]
+    p = shifted / shifted.sum(-2, keepdims=True)
+    expected = 1 + (p * np.log(p)).sum(-2) / np.log(5)
+    np.testing.assert_allclose(metrics.entropy(mu, r_min, signed=True), expected, rtol=1e-12)
+
+
+def test_dead_only_when_constant_with_a_floor():
+    mu = np.array([[0.5, -1.0, 0.0], [0.5, -1.0, 1e-9]])  # [C=2, K=3]
+    r_min = np.array([0.5, -1.0, 0.0])
+    assert metrics.is_dead(mu, r_min).tolist() == [True, True, True]
+    assert metrics.is_dead(mu + np.array([[0, 0, 0], [0.1, 0.1, 0.1]]), r_min).tolist() == [False, False, False]
+    with pytest.raises(ValueError, match=r"r_min must have shape \[..., K\] = \[3\]"):
+        metrics.is_dead(mu, r_min[:2])
+    with pytest.raises(ValueError, match="signed=True needs r_min"):
+        metrics.si(mu, signed=True)

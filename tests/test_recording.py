@@ -34,8 +34,13 @@ def brute_force_responses(model, probe, layer):
     return np.array(means), np.array(maxes), np.array(preds)
 
 
-def brute_force_si(mu_column):
-    valid = [max(v, 0.0) for v in mu_column if not np.isnan(v)]
+def brute_force_si(mu_column, responses, signed):
+    """DESIGN.md's SI of one unit from its class means and its per-image responses: above
+    the unit's smallest response when the layer is signed, Morcos' max(mu, 0) otherwise."""
+    floor = min(responses)
+    if max(responses) - floor <= 1e-7 + 1e-5 * abs(floor):
+        return 0.0  # the same response on every image: dead
+    valid = [v - floor if signed else max(v, 0.0) for v in mu_column if not np.isnan(v)]
     top = max(valid)
     if top <= 1e-7:
         return 0.0
@@ -43,7 +48,7 @@ def brute_force_si(mu_column):
     return (top - rest) / (top + rest + 1e-7)
 
 
-@pytest.mark.parametrize("layer", ["conv1", "block.conv", "fc"])
+@pytest.mark.parametrize("layer", ["conv1", "block.conv", "block.relu", "fc"])
 def test_class_means_selectivity_dominant_equal_brute_force(tmp_path, layer):
     torch.manual_seed(0)
     model = TinyNet(batchnorm=False, dropout=0.0)
@@ -62,7 +67,10 @@ def test_class_means_selectivity_dominant_equal_brute_force(tmp_path, layer):
     np.testing.assert_allclose(rec_layer.class_means("pred")[0], mu_pred, rtol=1e-4, atol=1e-5)
     max_true = np.array([[maxes[labels == c, k].mean() for k in range(K)] for c in range(3)])
     np.testing.assert_allclose(rec_layer.max_true[0], max_true, rtol=1e-4, atol=1e-5)
-    si = [brute_force_si(mu_true[:, k]) for k in range(K)]
+    signed = bool((means < 0).any())  # any probe response below 0
+    assert rec_layer.signed == signed and signed == (layer != "block.relu")
+    np.testing.assert_allclose(rec_layer.response_min[0], means.min(0), rtol=1e-5, atol=1e-6)
+    si = [brute_force_si(mu_true[:, k], means[:, k], signed) for k in range(K)]
     np.testing.assert_allclose(rec_layer.selectivity("si")[0], si, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(rec_layer.dominant()[0], mu_true.argmax(0))
     top = [sorted(range(len(probe)), key=lambda i: -maxes[i, k])[:8] for k in range(K)]

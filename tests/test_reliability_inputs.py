@@ -308,8 +308,8 @@ def test_probe_without_classes_records_dissection_only(tmp_path):
     run = RunStore.open(tmp_path / "r")
     assert run.steps.tolist() == [0, 2, 4] and run.classes == []
     conv = run.layer("block.conv")
-    assert conv.arrays == ["threshold", "iou", "topk_index", "topk_value", "topk_map"]
-    assert run.layer("fc").arrays == ["topk_index", "topk_value"]
+    assert conv.arrays == ["response_min", "threshold", "iou", "topk_index", "topk_value", "topk_map"]
+    assert run.layer("fc").arrays == ["response_min", "topk_index", "topk_value"]
     assert conv.iou.shape == (3, 12, len(CONCEPTS)) and np.isfinite(conv.iou).all()
     assert np.isfinite(conv.threshold).all() and (conv.topk_index >= 0).all()
     assert conv.detectors()["concept"].shape == (3, 12)

@@ -160,9 +160,16 @@ def test_bad_grouping_names_value_and_valid_ones(shared_run, call):
 def test_selectivity_and_dominant(shared_run):
     layer = RunStore.open(shared_run).layer("fc")
     mu = layer.class_means()
-    np.testing.assert_array_equal(layer.selectivity(), metrics.si(mu))
-    np.testing.assert_array_equal(layer.selectivity("entropy"), metrics.entropy(mu))
-    np.testing.assert_array_equal(layer.selectivity("si", by="pred"), metrics.si(layer.class_means("pred")))
+    floor = layer.response_min.astype(np.float64)
+    assert layer.signed == bool((floor < 0).any()) and "signed" in layer.rule
+    np.testing.assert_array_equal(layer.selectivity(), metrics.si(mu, floor, signed=True))
+    np.testing.assert_array_equal(layer.selectivity("entropy"), metrics.entropy(mu, floor, signed=True))
+    np.testing.assert_array_equal(layer.selectivity("si", by="pred"),
+                                  metrics.si(layer.class_means("pred"), floor, signed=True))
+    np.testing.assert_array_equal(layer.dead(), metrics.is_dead(mu, floor))
+    train_floor = np.fmin.accumulate(layer.train_min.astype(np.float64), axis=0)
+    np.testing.assert_array_equal(layer.selectivity(by="train"),
+                                  metrics.si(layer.class_means("train"), train_floor, signed=True))
     np.testing.assert_allclose(layer.selectivity("precision"), layer.precision)
     np.testing.assert_array_equal(layer.dominant(), metrics.dominant(mu))
     assert layer.selectivity().shape == layer.dominant().shape == (4, 5)

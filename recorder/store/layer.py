@@ -79,6 +79,8 @@ class LayerRecord:
     train_sum = _array_property("train_sum")
     train_count = _array_property("train_count")
     precision = _array_property("precision")
+    response_min = _array_property("response_min")
+    train_min = _array_property("train_min")
     threshold = _array_property("threshold")
     iou = _array_property("iou")
     topk_index = _array_property("topk_index")
@@ -110,6 +112,48 @@ class LayerRecord:
 
         return self._derived(("class_means", by), compute)
 
+    @property
+    def signed(self) -> bool:
+        """Whether the layer is signed (DESIGN.md "Signed layers"): the rule stored with the
+        layer, else whether any probe response (or, without a probe, training response) so
+        far is negative. Selectivity then measures class means above each unit's floor."""
+        stored = self.run.layer_attrs(self.name).get("signed")
+        if stored is not None:
+            return bool(stored)
+        for array in ("response_min", "train_min"):
+            if self.has(array):
+                floor = self.array(array)
+                return bool(np.any(floor[np.isfinite(floor)] < 0))
+        return False
+
+    @property
+    def rule(self) -> str:
+        """The selectivity rule in force, in words (shown in the viewer)."""
+        if self.signed:
+            return "signed layer: class means above each unit's smallest response (mu - r_min)"
+        return "class means above 0 (Morcos: max(mu, 0))"
+
+    def floor(self, by: str = "true") -> np.ndarray | None:
+        """float64 `[T, K]`: each unit's smallest response over the images of grouping `by`
+        (probe: `response_min`; "train": the running minimum over the windows so far;
+        "train_window": the window's own), or None for runs that did not record it."""
+        if by not in GROUPINGS:
+            raise ValueError(f"by={by!r} is not one of {', '.join(map(repr, GROUPINGS))}")
+        array = "response_min" if by in ("true", "pred") else "train_min"
+        if not self.has(array):
+            return None
+
+        def compute():
+            floor = self.array(array).astype(np.float64)
+            return np.fmin.accumulate(floor, axis=0) if by == "train" else floor
+
+        return self._derived(("floor", by), compute)
+
+    def dead(self, by: str = "true") -> np.ndarray:
+        """bool `[T, K]`: units whose response is the same on every image of the grouping
+        (every class mean at the unit's floor); runs without a floor: `max_c mu <= 1e-7`."""
+        return self._derived(("dead", by), lambda: metrics.is_dead(self.class_means(by), self.floor(by)))
+
     def selectivity(self, metric: str = "si", by: str = "true") -> np.ndarray:
         """float64 `[T, K]` in [0, 1]: "si", "entropy", or the stored "precision" (by="true")."""
         if metric not in SELECTIVITY_METRICS:
@@ -120,8 +164,9 @@ class LayerRecord:
             if by != "true":
                 raise ValueError(f"metric 'precision' is stored by true label only, not by={by!r}")
             return self._derived(("precision",), lambda: self.precision.astype(np.float64))
-        return self._derived(("selectivity", metric, by),
-                             lambda: metrics.selectivity(self.class_means(by), metric))
+        floor = self.floor(by)
+        return self._derived(("selectivity", metric, by), lambda: metrics.selectivity(
+            self.class_means(by), metric, floor, signed=self.signed and floor is not None))
 
     def dominant(self, by: str = "true") -> np.ndarray:
         """int64 `[T, K]`: argmax over classes of the class means; -1 where all are NaN."""

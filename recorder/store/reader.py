@@ -226,6 +226,24 @@ class Run:
             self._arrays[key] = arr
         return arr
 
+    def layer_attrs(self, name: str) -> dict:
+        """The attributes of group `layers/<name>` (`signed`, `occlusion`, `theoretical_rf`);
+        re-read after each `refresh()` that found new rows."""
+        with self._lock:
+            key = ("layer_attrs", self.n_committed, name)
+            if key not in self._derived:
+                self._derived[key] = self._read_layer_attrs(name)
+            return dict(self._derived[key])
+
+    def _read_layer_attrs(self, name: str) -> dict:
+        if not self.zarr_location.is_file(f"layers/{name}/zarr.json"):
+            return {}
+        try:
+            group = zarr.open_group(store=self._store, path=f"layers/{name}", mode="r", zarr_format=3)
+            return json.loads(json.dumps(group.attrs.asdict()))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise damaged(self.zarr_location, f"the attributes of layer '{name}'", exc) from exc
+
     def has_array(self, key: str) -> bool:
         """Whether the store has the array at `key` (e.g. 'layers/fc/iou', 'metrics/loss')."""
         return key in self._arrays or self.zarr_location.is_file(f"{key}/zarr.json")

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 
 from recorder.schema import LAYER_ARRAYS, METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS, ArraySpec
-from recorder.store.attrs import check_node_name, differences, new_attrs
+from recorder.store.attrs import check_node_name, differences, jsonable, new_attrs
 from recorder.store.location import Location
 from recorder.store.reader import RECORD, NotARunError, damaged, read_root_attrs
 
@@ -231,6 +231,18 @@ class RunWriter:
     @property
     def layers(self) -> list[str]:
         return list(self._units)
+
+    def set_layer_attrs(self, layer: str, attrs: dict) -> None:
+        """Merge JSON `attrs` into the attributes of group `layers/<layer>` (e.g. the
+        selectivity rule in force: `{"signed": True}`)."""
+        self._check_open()
+        if layer not in self._units:
+            raise ValueError(f"unknown layer {layer!r}: the run's layers are {list(self._units)}")
+        try:
+            self._group[f"layers/{layer}"].attrs.update(jsonable(attrs, f"attributes of layer {layer!r}"))
+        except (OSError, ValueError) as exc:
+            raise StoreWriteError(f"could not write the attributes of layer {layer!r} to the run at "
+                                  f"'{self.zarr_location}': {exc}") from exc
 
     def close(self) -> None:
         """Stop writing; every committed row is already stored."""
