@@ -1,6 +1,7 @@
 """The viewer in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
 
-The app runs in its own process (`python -m viewer root --port N`). Screenshots of
+The app runs in its own process (`python -m viewer root --port N`), on a local folder
+and on an S3 prefix of a real S3 server (moto's server mode, tests/conftest.py). Screenshots of
 every page go to the test's tmp folder (and to $TUNELINE_SCREENSHOTS if set).
 """
 
@@ -215,3 +216,35 @@ def test_problems_are_messages_on_the_page(page, url, tmp_path):
         wait_painted(page, T=2, timeout=20)  # the page shows the first run that appears
     assert "Traceback" not in page.content()
     assert page.errors == []
+
+
+def test_runs_on_s3_are_served_with_live_rows(page, s3_server, s3_url, tmp_path):
+    """`python -m viewer s3://bucket/prefix` against a real S3 server: both runs listed and painted with
+    all their checkpoints, and a row appended to a run on S3 while the page is open appears."""
+    SyntheticRun(layers=LAYERS, checkpoints=8, seed=1, map_size=3).write(f"{s3_url}/sweep/a")
+    SyntheticRun(layers=LAYERS, checkpoints=6, seed=2, map_size=3).write(f"{s3_url}/sweep/b")
+    live = SyntheticRun(layers={"fc": 16}, checkpoints=4, seed=9, map_size=3)
+    log = tmp_path / "viewer.log"
+    with live.open_writer(f"{s3_url}/live") as writer, serve(s3_url, log=log, env=s3_server.env) as url:
+        live.append(writer, 0, 2)
+        page.goto(url)
+        wait_painted(page, T=2)  # the first run in order: 'live'
+        assert page.inner_text(".tl-root") == s3_url
+        page.click("#map-run")
+        options = page.locator(".dash-dropdown-options [role=option]").all_inner_texts()
+        assert [o.strip() for o in options] == ["live", "sweep/a", "sweep/b"], options
+        page.keyboard.press("Escape")
+        for run_id, n in (("sweep/a", 8), ("sweep/b", 6)):
+            page.goto(f"{url}/?run={run_id}&layer=conv")
+            assert wait_painted(page, T=n, K=64)["t"] == n - 1
+            assert label(page).endswith(f"checkpoint {n} / {n}")
+        page.wait_for_selector("#map-sel .scatterlayer .trace")  # the charts, read from S3 too
+        page.wait_for_selector("#map-hist .barlayer .point")
+        page.shot("s3_run")
+        page.goto(f"{url}/?run=live")
+        wait_painted(page, T=2)
+        live.append(writer, 2, 3)  # a row committed on S3 while the page is open
+        assert wait_painted(page, T=3, timeout=15)["t"] == 1  # the range grew, the position stayed
+        assert label(page).endswith("checkpoint 2 / 3")
+        assert page.errors == []  # (while the server runs: the page's polls fail once it stops)
+    assert "Traceback" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-3000:]

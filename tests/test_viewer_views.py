@@ -74,6 +74,16 @@ def test_map_page_for_the_first_run_by_default(registry):
     assert "garbage (unreadable)" in labels
 
 
+def test_a_run_that_was_empty_when_opened_is_shown_once_it_has_rows(tmp_path):
+    gen = SyntheticRun(layers={"fc": 4}, checkpoints=3, map_size=0)
+    gen.write(tmp_path / "b")
+    with gen.open_writer(tmp_path / "a") as writer:
+        registry = Registry(tmp_path, poll_s=0.0)
+        assert find(views.route(registry, "/", ""), ID.run).value == "b"  # 'a' has no rows yet
+        gen.append(writer, 0, 1)
+        assert find(views.route(registry, "/", ""), ID.run).value == "a"
+
+
 def test_map_page_from_query(registry):
     page = views.route(registry, "/", "?run=sweep/b&layer=fc&by=pred&metric=entropy&unit=3")
     assert (find(page, ID.run).value, find(page, ID.layer).value) == ("sweep/b", "fc")

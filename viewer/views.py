@@ -96,10 +96,11 @@ def route(registry: Registry, pathname: str | None, search: str | None):
 
 
 def _first_with_rows(registry: Registry, run_ids: list[str]) -> str | None:
-    """The first of the runs that has committed checkpoints to show, if any."""
+    """The first of the runs that has committed checkpoints to show, if any (re-read: a run that was
+    empty when it was opened may have rows now)."""
     for run_id in run_ids:
         try:
-            if registry.run(run_id).n_committed > 0:
+            if registry.poll(run_id) > 0:
                 return run_id
         except ViewError:
             continue
