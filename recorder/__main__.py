@@ -1,9 +1,12 @@
 """Command line: `python -m recorder info RUN` and `python -m recorder export RUN OUT.h5`.
 
     $ python -m recorder info runs/demo/baseline
+    $ python -m recorder info s3://bucket/runs/baseline     # any fsspec URL
     $ python -m recorder export runs/demo/baseline baseline.h5
 
-A path that is missing or holds no run is reported on stderr with exit code 2.
+RUN is a run folder or URL; a URL's endpoint and credentials come from the
+environment (e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID). A path that is missing or
+holds no run, or a URL that cannot be opened, is reported on stderr with exit code 2.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def info_text(run: Run) -> str:
     steps = run.steps
     lines = [
         f"run       {run.name}",
-        f"path      {run.path}",
+        f"path      {run.location}",
         f"schema    {run.schema}",
         f"created   {run.created or '-'}",
         f"rows      {n} committed" + (f", steps {steps[0]} .. {steps[-1]}" if n else ""),
@@ -70,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recorder", description="Inspect and export tuneline runs.")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print a summary of a run")
-    info.add_argument("run", help="run folder (or its record.zarr)")
+    info.add_argument("run", help="run folder or URL (or its record.zarr)")
     export = sub.add_parser("export", help="write every committed array of a run to HDF5")
-    export.add_argument("run", help="run folder (or its record.zarr)")
+    export.add_argument("run", help="run folder or URL (or its record.zarr)")
     export.add_argument("out", help="the HDF5 file to write, e.g. run.h5")
     args = parser.parse_args(argv)
     try:
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             from recorder.store.export import export_hdf5
 
             print(export_hdf5(args.run, args.out))
-    except (OSError, ValueError) as exc:  # missing path, not a run (NotARunError), unwritable out
+    except (OSError, ValueError, ImportError) as exc:  # missing path, not a run, bad URL, unwritable out
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -56,6 +56,23 @@ def test_bad_path_exits_2_without_traceback(tmp_path, command):
         assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+def test_info_and_export_of_a_run_on_s3(s3_url, tmp_path):
+    url = f"{s3_url}/baseline"
+    make_run(url, n_rows=2, dissection=True)
+    result = cli("info", url)
+    assert result.returncode == 0, result.stderr
+    assert f"path      {url}" in result.stdout and "rows      2 committed, steps 0 .. 10" in result.stdout
+    result = cli("export", url, tmp_path / "out.h5")
+    assert result.returncode == 0, result.stderr
+    assert_h5_equals_run(tmp_path / "out.h5", RunStore.open(url))
+
+
+def test_bad_url_exits_2_naming_it(tmp_path):
+    result = cli("info", "nosuch://bucket/run", cwd=tmp_path)
+    assert result.returncode == 2 and "unknown URL scheme 'nosuch://'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_usage_error_exits_2():
     result = cli("frobnicate")
     assert result.returncode == 2 and "invalid choice" in result.stderr

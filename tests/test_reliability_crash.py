@@ -2,7 +2,8 @@
 
 After every kill the store opens, every committed row is complete (no fill value, no
 NaN, every chunk decodes), at most the row in flight is lost, and the same training
-restarted on the same store appends rows with increasing steps.
+restarted on the same store appends rows with increasing steps. The quick test runs on a
+local folder and on S3 (moto's server, see conftest).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import StoredFiles, join
 from helpers import TinyNet, batches, seg_probe
 
 from recorder import Recorder, RunStore
@@ -84,7 +86,7 @@ class Zygote:
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
         self.children: set[int] = set()  # forked and not yet seen dead
 
-    def start(self, store: Path, log: Path) -> int:
+    def start(self, store: Path | str, log: Path) -> int:
         self.proc.stdin.write(f"{store} {log}\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
@@ -129,22 +131,25 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def array_keys(zarr_path: Path) -> dict[str, int]:
-    """Every array of a run store (probe arrays left out) -> its row count on disk."""
+def array_keys(zarr_path: Path | str) -> dict[str, int]:
+    """Every array of a run store (probe arrays left out) -> its row count in the store."""
     out = {}
-    for meta in zarr_path.rglob("zarr.json"):
-        node = json.loads(meta.read_text())
-        key = meta.parent.relative_to(zarr_path).as_posix()
+    files = StoredFiles(zarr_path)
+    for meta in files.keys():
+        if meta.rsplit("/", 1)[-1] != "zarr.json" or "/" not in meta:
+            continue
+        node = json.loads(files.read(meta))
+        key = meta.rsplit("/", 1)[0]
         if node["node_type"] == "array" and not key.startswith("probe/"):
             out[key] = node["shape"][0]
     return out
 
 
-def committed_rows(path: Path) -> tuple[int, dict[str, np.ndarray]]:
+def committed_rows(path: Path | str) -> tuple[int, dict[str, np.ndarray]]:
     """n_committed and every array's committed rows, read through the public reader."""
     run = RunStore.open(path)
     n = run.n_committed
-    data = {key: run.read(key).copy() for key in array_keys(run.zarr_path)}
+    data = {key: run.read(key).copy() for key in array_keys(join(path, "record.zarr"))}
     for key, rows in data.items():
         assert rows.shape[0] == n, (key, rows.shape)
     return n, data
@@ -188,8 +193,9 @@ def resume_and_append(path: Path, n: int, before: dict[str, np.ndarray]) -> None
         np.testing.assert_array_equal(after[key][:n], rows, err_msg=f"{key}: a committed row changed")
 
 
-def run_trials(tmp_path: Path, seeds: list[int], *, wave: int = 3, early_every: int = 0) -> dict:
-    """Fork children `wave` at a time, kill each at a random moment, check and resume each store.
+def run_trials(tmp_path: Path, seeds: list[int], *, wave: int = 3, early_every: int = 0, root=None) -> dict:
+    """Fork children `wave` at a time, kill each at a random moment, check and resume each store
+    (below `root`, a local folder or a URL; default `tmp_path`).
 
     A trial's delay is drawn from its seed: uniform in [0, 1) s after the child's first
     committed row, or (every `early_every`-th trial) in [0, 0.2) s after its store folder
@@ -202,7 +208,7 @@ def run_trials(tmp_path: Path, seeds: list[int], *, wave: int = 3, early_every: 
             children = []
             for seed in seeds[first:first + wave]:
                 early = bool(early_every) and seed % early_every == 0
-                store, log = tmp_path / f"trial{seed}", tmp_path / f"trial{seed}.log"
+                store, log = join(root or tmp_path, f"trial{seed}"), tmp_path / f"trial{seed}.log"
                 children.append({"seed": seed, "store": store, "log": log, "early": early,
                                  "delay": random.Random(seed).uniform(0, 0.2 if early else 1.0),
                                  "pid": zygote.start(store, log), "since": None})
@@ -229,7 +235,7 @@ def kill_all(children: list[dict], zygote: Zygote) -> None:
         for child in list(pending):
             assert alive(child["pid"]), f"child {child['seed']} died by itself"  # see the stderr below
             if child["since"] is None:
-                started = child["store"].exists() if child["early"] else child["log"].stat().st_size > 0
+                started = StoredFiles(child["store"]).exists() if child["early"] else child["log"].stat().st_size > 0
                 child["since"] = now if started else None
             elif now >= child["since"] + child["delay"]:
                 os.kill(child["pid"], signal.SIGKILL)
@@ -239,28 +245,28 @@ def kill_all(children: list[dict], zygote: Zygote) -> None:
         zygote.wait_dead(child["pid"], deadline)
 
 
-def check_trial(path: Path, last_printed: int | None, stats: dict) -> None:
+def check_trial(path: Path | str, last_printed: int | None, stats: dict) -> None:
     stats["trials"] += 1
     known = 0 if last_printed is None else last_printed + 1  # rows committed before the kill for sure
-    if not (path / "record.zarr" / "zarr.json").exists():
+    files = StoredFiles(path)
+    if not files.exists("record.zarr/zarr.json"):
         assert known == 0, f"{path}: {known} rows were committed but the store is gone"
         n, before = 0, {}
         stats["no_store"] += 1
     else:
-        zarr_path = path / "record.zarr"
-        on_disk = array_keys(zarr_path)
+        on_disk = array_keys(join(path, "record.zarr"))
         n, before = committed_rows(path)
         stats["in_flight"] += any(rows > n for rows in on_disk.values())
-        stats["partial_files"] += sum(1 for _ in zarr_path.rglob("*.partial"))
+        stats["partial_files"] += sum(key.endswith(".partial") for key in files.keys())
         assert known <= n <= known + 1, f"{path}: {n} committed rows, {known} known before the kill"
         check_complete(path, n, before)
     stats["rows"].append(n)
     resume_and_append(path, n, before)
 
 
-def test_kill_during_training_keeps_every_committed_row(tmp_path):
+def test_kill_during_training_keeps_every_committed_row(tmp_path, store_root):
     """3 trials (more in the slow test below): SIGKILL at a random moment while rows are written."""
-    stats = run_trials(tmp_path, seeds=[1, 2, 3])
+    stats = run_trials(tmp_path, seeds=[1, 2, 3], root=store_root)
     print(f"reliability/crash: {stats}")
     assert stats["trials"] == 3 and min(stats["rows"]) >= 1
 

@@ -18,7 +18,7 @@ from helpers import TinyNet, batches, sgd_steps, tiny_probe
 from torch.nn.parallel import DistributedDataParallel
 
 from recorder import Recorder, RunStore
-from recorder.store import writer as store_writer
+from recorder.store import location as store_location
 
 LAYERS = ["conv1", "block.conv", "fc"]
 GROUP_TIMEOUT = 300  # s: longer than JOIN_TIMEOUT, so that only the recorder's agreement can end the test
@@ -49,16 +49,13 @@ def _worker(rank: int, world: int, init_file: str, store: str, out: str, mode: s
         torch.manual_seed(0)
         net = Fails(rank, fail_rank=1, armed=mode == "construction")
         model = DistributedDataParallel(net)
-        if mode == "write" and rank == 0:  # the files of rank 0's second row fail to be written
-            written = []
-
-            def write_files(files, pool):
-                if written:
+        if mode == "write" and rank == 0:  # the chunks of rank 0's second row fail to be written
+            def put(path, data, exclusive=False):
+                if path.name.split(".")[:2] == ["c", "1"]:
                     raise OSError(28, "No space left on device (simulated)")
-                written.append(len(files))
-                return original(files, pool)
+                return original(path, data, exclusive)
 
-            original, store_writer._write_files = store_writer._write_files, write_files
+            original, store_location._put_atomic = store_location._put_atomic, put
         rec = Recorder(model, LAYERS, probe=tiny_probe(n=23), store=store, every=2, progress=False, batch_size=4)
 
         def arm(step):  # after the first row: the second probe pass fails

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import join
 
 from recorder.schema import LAYER_ARRAYS, METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS, SCHEMA, Concept
 from recorder.store import RunStore, RunWriter
@@ -200,9 +201,9 @@ WRITER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_concurrent_reader_sees_only_complete_rows(tmp_path):
-    """A writer process appends 200 rows while this process reads the newest committed row."""
-    path, n_rows = tmp_path / "live", 200
+def test_concurrent_reader_sees_only_complete_rows(store_root):
+    """A writer process appends 200 rows (30 on S3) while this process reads the newest committed row."""
+    path, n_rows = join(store_root, "live"), 200 if isinstance(store_root, Path) else 30
     proc = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(path), str(n_rows)])
     try:
         deadline = time.monotonic() + 60
@@ -247,5 +248,5 @@ def test_concurrent_reader_sees_only_complete_rows(tmp_path):
         proc.wait()
     assert errors == []
     print(f"reads {reads}, distinct n_committed {len(seen)}")
-    assert len(seen) > 20, f"the reader saw only {len(seen)} distinct n_committed values"
+    assert len(seen) > min(20, n_rows // 5), f"the reader saw only {len(seen)} distinct n_committed values"
     np.testing.assert_array_equal(run.steps, 10 * np.arange(1, n_rows + 1))

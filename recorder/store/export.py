@@ -31,7 +31,7 @@ def _dataset(f: h5py.File, key: str, data: np.ndarray, dims: tuple[str, ...]) ->
 
 
 def export_hdf5(run: Run | str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Write every committed array of `run` (a Run or a run folder) to HDF5 file `out`.
+    """Write every committed array of `run` (a Run, or a run folder or URL) to HDF5 file `out`.
 
     The file is written under a temporary name and renamed, so `out` is either the
     old file or the complete new one. Returns the path of `out`.

@@ -89,8 +89,11 @@ class AtomicLocalStore(WrapperStore):
 
 def _filesystem(protocol: str, url: str, storage_options: dict):
     """The fsspec filesystem class for `protocol`; clear errors for unknown or missing backends."""
-    import fsspec
-    from fsspec.registry import known_implementations
+    try:
+        import fsspec
+        from fsspec.registry import known_implementations
+    except ImportError as exc:
+        raise ImportError(f"cannot open '{url}': URLs need the package fsspec (pip install fsspec)") from exc
 
     if protocol not in fsspec.available_protocols():
         raise ValueError(f"cannot open '{url}': unknown URL scheme '{protocol}://' (use a local path or "
