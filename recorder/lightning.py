@@ -75,8 +75,9 @@ class RecorderCallback(pl.Callback):
         get_labels: `batch -> labels`; default: the second item of an `(x, y)` batch.
         get_logits: `outputs of training_step -> logits or None` (train accuracy);
             default: `outputs["logits"]` when present.
-        log_metrics: names in `trainer.callback_metrics` (e.g. "val_acc") stored as
-            `metrics/<name>` in the next row after each validation.
+        log_metrics: names in `trainer.callback_metrics` (e.g. "val_acc"), or "all" for
+            every scalar there, stored after each validation at the current global step
+            (`run.scalar("val_acc")` -> steps, values).
         **recorder_kwargs: the `Recorder` arguments after `layers` (`probe`, `store`,
             `every`, `quantile`, `topk`, `classes`, `batch_size`, `online`, `dissect`,
             `predict`, `run_name`, `config`, `progress`, `device`, `storage_options`),
@@ -99,7 +100,7 @@ class RecorderCallback(pl.Callback):
             raise TypeError(f"RecorderCallback got unknown argument(s) {unknown}; "
                             f"valid Recorder arguments: {list(RECORDER_KWARGS)}")
         self.layers = _as_names("layers", layers, allow_empty=False)
-        self.log_metrics = _as_names("log_metrics", log_metrics, allow_empty=True)
+        self.log_metrics = "all" if log_metrics == "all" else _as_names("log_metrics", log_metrics, allow_empty=True)
         if module is not None and not (isinstance(module, str) and all(p.isidentifier() for p in module.split("."))):
             raise _invalid("module", module, "expected None (the LightningModule) or an attribute path, e.g. 'net'")
         for option, fn in (("get_labels", get_labels), ("get_logits", get_logits)):
@@ -198,10 +199,14 @@ class RecorderCallback(pl.Callback):
         rec.step(step, labels=labels, logits=logits, epoch=epoch)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Store the `log_metrics` values of `trainer.callback_metrics` in the next row."""
+        """Store the `log_metrics` values of `trainer.callback_metrics` at the current step."""
         if not self.log_metrics or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         found = trainer.callback_metrics
+        if self.log_metrics == "all":
+            values = {name: float(v) for name, v in found.items() if not torch.is_tensor(v) or v.numel() == 1}
+            self._recorder("on_validation_end").log_metrics(values)
+            return
         missing = [name for name in self.log_metrics if name not in found]
         if missing:
             raise KeyError(f"RecorderCallback(log_metrics={list(self.log_metrics)}): {missing} not found in "

@@ -27,9 +27,12 @@ from recorder.accumulators import ClassSums, Floor
 from recorder.distributed import agree, all_ranks_ok, all_reduce, rank_and_world
 from recorder.hooks import LayerHooks, activation_after, resolve_layers, unit_responses
 from recorder.probe_pass import (default_predict, layer_shapes, observation_mode, probe_row_arrays, run_probe_pass,
-                                 topk_row_arrays)
+                                 topk_max_index, topk_mean_row_arrays, topk_row_arrays)
+from recorder.occlusion.rows import OcclusionRows
+from recorder.occlusion.settings import OcclusionSettings
 from recorder.options import RecorderOptions
 from recorder.store import RunWriter
+from recorder.store.scalars import check_scalars
 
 
 # Row arrays that hold NaN only when a layer's activations did (not for classes without images).
@@ -115,11 +118,14 @@ class Recorder:
         progress: bool = True,
         device: torch.device | str | None = None,
         storage_options: dict | None = None,
+        occlusion: dict | None = None,
+        topk_by: Sequence[str] = ("max",),
     ):
         options = RecorderOptions(
             probe=probe, store=store, every=every, quantile=quantile, topk=topk, classes=classes,
             batch_size=batch_size, online=online, dissect=dissect, predict=predict, run_name=run_name,
-            config=config, progress=progress, device=device, storage_options=storage_options)
+            config=config, progress=progress, device=device, storage_options=storage_options,
+            occlusion=occlusion, topk_by=topk_by)
         options.check()
         self.options = options
         self._device = None if device is None else torch.device(device)
@@ -147,13 +153,14 @@ class Recorder:
         self._floors: dict[str, Floor] = {}  # each unit's smallest training response in the window
         self._train_hits = torch.zeros(2, dtype=torch.int64, device=self.device)  # (correct, seen)
         self._pending: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
-        self._pending_metrics: dict[str, float] = {}
         self._epoch = math.nan
         self._closed = False
         self._warned_not_finite: set[str] = set()
         self._noted_signed: set[str] = set()
         self._rules_stored = False
         self.shapes: dict[str, tuple] | None = None
+        self.topk_by = tuple(topk_by)
+        self._occlusion: OcclusionRows | None = None
         if probe is not None:
             shapes, error = None, None
             try:
@@ -162,6 +169,9 @@ class Recorder:
                 error = exc
             agree(error, "finding the recorded layers' output shapes", self.device)
             self.shapes = shapes
+            self._occlusion = None if occlusion is None else OcclusionRows(  # checks layers and units
+                self.model, OcclusionSettings.of(occlusion), self.layers, shapes,
+                (probe.channels, *probe.image_size), self.topk)
             self._set_units({name: self.shapes[name][0] for name in self.layers})  # in the order given
         self._hooks = None
         self._trained_forwards = 0  # training forwards of the model since the last step()
@@ -278,17 +288,36 @@ class Recorder:
             self._add_window(responses, labels, logits)
         if epoch is not None:
             self._epoch = float(epoch)
-        if metrics:
-            self._pending_metrics.update(metrics)
         first = self._last_step_seen is None and self._last_row_step is None  # resumed: keep the grid
         self._last_step_seen = step
         last = self._last_row_step
         if first or last is None or step // self.every > last // self.every:
             self.record(step)
+        if metrics:
+            self.log_metrics(metrics, step=step)
 
-    def log_metrics(self, metrics: dict[str, float]) -> None:
-        """Values (e.g. held-out accuracy) stored as `metrics/<name>` in the next row."""
-        self._pending_metrics.update(metrics)
+    def log_metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        """Store each value (e.g. held-out accuracy) at `step`, now: never moved to a row.
+
+        `step` defaults to the last step given to `step()` or `record()`. Values are
+        scalars of the run (`run.scalar(name)` -> steps, values); under DDP rank 0
+        writes them and the other ranks' calls do nothing, so a call guarded by
+        `if rank == 0` is fine.
+        """
+        values = check_scalars(values)
+        if step is None:
+            known = [s for s in (self._last_step_seen, self._last_row_step) if s is not None]
+            if not known:
+                raise ValueError("log_metrics() before any step() or record(): pass step=, the training "
+                                 "step the values belong to")
+            step = max(known)
+        step = _as_step(step, "log_metrics()")
+        if self.rank != 0 or not values:
+            return
+        if self._writer is None:
+            raise ValueError("log_metrics(): the run store is not open yet (an online-only Recorder opens "
+                             "it at the first step() with labels); pass the values after that")
+        self._writer.log_scalars(step, values)
 
     # ------------------------------------------------------------------- rows
 
@@ -304,7 +333,7 @@ class Recorder:
             self._epoch = float(epoch)
         self._follow_model()
         layers = {name: {} for name in self.layers}
-        row_metrics = dict(self._pending_metrics)
+        row_metrics = {}
         if self.probe is not None:
             self._probe_rows(step, layers, row_metrics)
         with_window = self._window is not None and self.online
@@ -315,7 +344,6 @@ class Recorder:
         if with_window and self.rank == 0:  # written: rank 0 starts a new window too
             self._reset_window()
         self._last_row_step = step
-        self._pending_metrics.clear()
 
     def _follow_model(self) -> None:
         """Move the online accumulators to the model's device if the model moved since."""
@@ -333,6 +361,10 @@ class Recorder:
                 batch_size=self.batch_size, predict=self.predict, progress=self.progress,
                 description=f"probe pass @ step {step}", quantile=self.quantile, topk=self.topk,
                 dissect=self.dissect)
+        occluded = {} if self._occlusion is None else self._occlusion.row_arrays(
+            self.model, self.probe, self._writer.n_committed if self._writer is not None else 0,
+            {name: topk_max_index(per_image[name], dissections.get(name), self.topk)
+             for name in self._occlusion.layers}, self.device)
 
         def row_arrays():
             labels = self.probe.labels
@@ -342,6 +374,11 @@ class Recorder:
                     layers[name].update(dissections[name].row_arrays())
                 else:
                     layers[name].update(topk_row_arrays(per_image[name], self.topk))
+                if "mean" in self.topk_by:
+                    layers[name].update(topk_mean_row_arrays(per_image[name], self.topk))
+                layers[name].update(occluded.get(name, {}))
+            if self._occlusion is not None:
+                self._occlusion.store_attrs(self._writer)
             self._note_signed_layers(layers)
             labeled = labels >= 0
             if self.classes and bool(labeled.any()):
@@ -358,13 +395,13 @@ class Recorder:
                 continue
             self._noted_signed.add(name)
             after = activation_after(self.model, name)
-            hint = (f"record {after!r} (the activation after it) for Morcos' rule on responses >= 0" if after else
-                    "to measure it after its activation, make the activation a module (e.g. nn.ReLU() "
-                    "instead of F.relu) and record that module")
+            hint = (f"record {after!r}, the activation after it" if after else
+                    "if a functional activation follows it (e.g. F.relu), make it a module (nn.ReLU()) "
+                    "and record that module")
             print(f"tuneline: layer {name!r} is signed (smallest probe response {float(np.nanmin(floor)):.3g} "
                   f"< 0, as before a ReLU, in BatchNorm, logits or tokens): its selectivity is measured above "
-                  f"each unit's smallest response, and a unit is dead only when constant. To change that, "
-                  f"{hint}.", file=sys.stderr, flush=True)
+                  f"each unit's smallest response, and a unit is dead only when constant. For Morcos' "
+                  f"selectivity on responses >= 0, {hint}.", file=sys.stderr, flush=True)
 
     def _window_rows(self, layers: dict, row_metrics: dict) -> None:
         """The online window's arrays (rank 0). Rank 0 keeps the merged sums until its row
@@ -441,10 +478,6 @@ class Recorder:
             seen, last = self._last_step_seen, self._last_row_step
             if seen is not None and (last is None or seen > last):
                 self.record(seen)
-            elif self._pending_metrics:
-                warnings.warn(f"Recorder.close(): metrics {sorted(self._pending_metrics)} were logged "
-                              "after the last row and are not stored; call record(step) to keep them",
-                              stacklevel=2)
         finally:
             self._remove_hooks()
 

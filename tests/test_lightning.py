@@ -81,9 +81,11 @@ def test_rows_online_counts_and_validation_metrics(tmp_path):
     for layer in ("net.block.conv", "net.fc"):
         assert train_count(run, layer) == 7 * BATCH  # every training sample seen, once
         assert run.layer(layer).train_count[0].sum() == BATCH
-    # the validation after epoch 0 (after step 6) lands in the next row
-    assert np.isnan(run.metric("val_acc")[:2]).all() and 0 <= run.metric("val_acc")[2] <= 1
-    assert run.metric("val_epoch_score").tolist()[2] == 0.5
+    # the validation after epoch 0 (after optimizer step 6) is stored at step 6
+    steps, values = run.scalar("val_acc")
+    assert steps.tolist() == [6] and 0 <= values[0] <= 1
+    assert run.scalar("val_epoch_score")[0].tolist() == [6] and run.scalar("val_epoch_score")[1].tolist() == [0.5]
+    assert np.isnan(run.metric("val_acc")).all()  # no row at step 6
     assert np.isfinite(run.metric("train_accuracy")).all()  # logits from training_step's dict
     assert hooked_modules(module) == []
     assert callback.state_dict()["last_recorded_step"] == 7
@@ -208,3 +210,12 @@ def test_recorder_package_does_not_import_lightning():
     code = ("import sys, recorder, recorder.recording, recorder.store; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_log_metrics_all_mirrors_every_logged_scalar(tmp_path):
+    callback = RecorderCallback(["net.fc"], probe=tiny_probe(), store=tmp_path / "run", every=4,
+                                log_metrics="all", progress=False)
+    fit(tmp_path, [callback], max_steps=7)
+    run = RunStore.open(tmp_path / "run")
+    assert {"val_acc", "val_epoch_score"} <= set(run.scalar_names)
+    assert run.scalar("val_acc")[0].tolist() == [6]

@@ -294,3 +294,25 @@ def test_probe_smaller_than_topk(tmp_path):
     assert run.topk == 3
     assert run.layer("fc").topk_index.shape == (1, 3, 3)
     assert sorted(run.layer("conv1").topk_index[0, 0].tolist()) == [0, 1, 2]
+
+
+def test_log_metrics_stores_every_value_at_its_step(tmp_path):
+    model = TinyNet()
+    with Recorder(model, ["fc"], probe=tiny_probe(), store=tmp_path / "r", every=10, progress=False) as rec:
+        with pytest.raises(ValueError, match=r"log_metrics\(\) before any step\(\) or record\(\): pass step="):
+            rec.log_metrics({"val": 0.1})
+        for step, (x, y) in enumerate(batches(12)):
+            model(x)
+            rec.step(step, labels=y)
+            if step in (3, 4):
+                rec.log_metrics({"val": step / 10})  # two values between rows: both kept
+        rec.log_metrics({"val": 0.9, "other": 2.0}, step=7)  # an explicit, earlier step
+        rec.step(12, metrics={"lr": 0.01})
+        with pytest.raises(ValueError, match="metric 'val' = 'high' is not a number"):
+            rec.log_metrics({"val": "high"})
+    run = RunStore.open(tmp_path / "r")
+    steps, values = run.scalar("val")
+    assert steps.tolist() == [3, 4, 7] and values.tolist() == [0.3, 0.4, 0.9]
+    assert run.scalar("other")[0].tolist() == [7] and run.scalar("lr")[0].tolist() == [12]
+    assert run.scalar("probe_accuracy")[0].tolist() == run.steps.tolist() == [0, 10, 12]
+    assert set(run.scalar_names) == {"val", "other", "lr", "probe_accuracy"}  # no logits: no train accuracy

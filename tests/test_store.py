@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from conftest import join
 
-from recorder.schema import LAYER_ARRAYS, METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS, SCHEMA, Concept
+from recorder.schema import LAYER_ARRAYS, PROBE_ARRAYS, ROOT_ARRAYS, SCALAR_SPEC, SCHEMA, Concept
+from recorder.store.scalars import SCALAR_CHUNK
 from recorder.store import RunStore, RunWriter
 
 CLASSES = ["circle", "square", "stripe"]
@@ -50,6 +51,8 @@ def layer_row(t: int, units: int, *, dissection: bool = False, classes: int = le
         "train_sum": rng.normal(size=(c, k)).astype(np.float32),
         "train_count": rng.integers(0, 9, c),
         "precision": rng.random(k).astype(np.float32),
+        "response_min": rng.normal(size=k).astype(np.float32),
+        "train_min": rng.normal(size=k).astype(np.float32),
         "topk_index": rng.integers(0, PROBE["n_images"], (k, TOPK)).astype(np.int32),
         "topk_value": rng.random((k, TOPK)).astype(np.float32),
         "topk_map": rng.random((k, TOPK, 3, 3)).astype(np.float16),
@@ -126,7 +129,8 @@ def test_rows_read_back_equal(tmp_path):
 def test_every_array_has_dimension_names_and_one_row_chunks(tmp_path):
     make_run(tmp_path / "run", dissection=True)
     nodes = zarr_nodes(tmp_path / "run" / "record.zarr")
-    specs = {**ROOT_ARRAYS, "metrics/loss": METRIC_SPEC,
+    specs = {**ROOT_ARRAYS, "scalars/loss/value": SCALAR_SPEC,
+             "scalars/loss/step": SCALAR_SPEC._replace(dtype="int64"),
              **{f"probe/{n}": s for n, s in PROBE_ARRAYS.items()},
              **{f"layers/{layer}/{n}": s for layer in LAYERS for n, s in LAYER_ARRAYS.items()}}
     arrays = {path: meta for path, meta in nodes.items() if meta["node_type"] == "array"}
@@ -136,7 +140,9 @@ def test_every_array_has_dimension_names_and_one_row_chunks(tmp_path):
         assert tuple(meta["dimension_names"]) == spec.dims, path
         assert meta["data_type"] == spec.dtype, path
         chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
-        if not path.startswith("probe/"):
+        if path.startswith("scalars/"):
+            assert chunks == [SCALAR_CHUNK], path
+        elif not path.startswith("probe/"):
             assert chunks == [1, *meta["shape"][1:]], path
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from recorder.schema import METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS, SCHEMA, Concept
+from recorder.schema import PROBE_ARRAYS, ROOT_ARRAYS, SCHEMA, Concept
 from recorder.store.layer import LayerRecord
 from recorder.store.location import Location
+from recorder.store.scalars import read_scalar
 
 __all__ = ["LayerRecord", "NotARunError", "Run", "damaged", "read_root_attrs", "resolve_zarr_location"]
 
@@ -157,7 +158,8 @@ class Run:
                 self._data.clear()
                 self._layers.clear()
             self._attrs = new
-            changed = replaced or new["n_committed"] != old["n_committed"]
+            changed = (replaced or new["n_committed"] != old["n_committed"]
+                       or new.get("scalars") != old.get("scalars"))
             if changed:
                 self._derived.clear()
             return changed
@@ -309,21 +311,63 @@ class Run:
     def wall_times(self) -> np.ndarray:
         return self._root("wall_time", ROOT_ARRAYS["wall_time"].dtype)
 
-    @property
-    def metric_names(self) -> list[str]:
+    def _legacy_metric_names(self) -> list[str]:
+        """Metrics of runs written before scalars: row-aligned arrays `metrics/<name>`."""
         names = self.zarr_location.list_dir("metrics")
         return [name for name in names if self.zarr_location.is_file(f"metrics/{name}/zarr.json")]
 
     @property
+    def scalar_names(self) -> list[str]:
+        """Names of the metrics logged in this run (e.g. probe_accuracy, heldout_accuracy)."""
+        names = list(self._attrs.get("scalars", {}))
+        return sorted(set(names) | set(self._legacy_metric_names()))
+
+    def scalar(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """`(steps, values)`: int64 `[M]`, float64 `[M]`, each value at the step it was logged."""
+        with self._lock:
+            count = int(self._attrs.get("scalars", {}).get(name, 0))
+            key = ("scalar", name, count, self.n_committed)
+            if key not in self._derived:
+                self._derived[key] = self._read_scalar(name, count)
+            return self._derived[key]
+
+    def _read_scalar(self, name: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self.scalar_names:
+            raise KeyError(f"run '{self.name}' has no metric {name!r}; it has {self.scalar_names}")
+        steps, values = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        if count:
+            try:
+                steps, values = read_scalar(self._store, name, count)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                raise damaged(self.zarr_location, f"the values of metric '{name}'", exc) from exc
+        legacy = self.read(f"metrics/{name}")
+        if legacy is not None:  # a run from before scalars: one value per row
+            finite = np.isfinite(legacy)
+            steps = np.concatenate([self.steps[finite], steps])
+            values = np.concatenate([legacy[finite].astype(np.float64), values])
+        order = np.argsort(steps, kind="stable")
+        return _read_only(steps[order]), _read_only(values[order])
+
+    @property
+    def metric_names(self) -> list[str]:
+        return self.scalar_names
+
+    @property
     def metrics(self) -> dict[str, np.ndarray]:
-        """Every metric: name -> float64 `[T]` (NaN where a row did not have it)."""
+        """Every metric at the checkpoint rows: name -> float64 `[T]` (see `metric`)."""
         return {name: self.metric(name) for name in self.metric_names}
 
     def metric(self, name: str) -> np.ndarray:
-        data = self.read(f"metrics/{name}")
-        if data is None:
-            raise KeyError(f"run '{self.name}' has no metric {name!r}; it has {self.metric_names}")
-        return data.astype(METRIC_SPEC.dtype, copy=False)
+        """float64 `[T]`: the value of metric `name` logged at each row's step (the last one
+        when several were), NaN for rows with none; `scalar(name)` has every value."""
+        steps, values = self.scalar(name)
+        rows = self.steps
+        out = np.full(len(rows), np.nan)
+        if len(steps):
+            at = np.searchsorted(steps, rows, side="right") - 1  # the last value at or before each row
+            hit = (at >= 0) & (steps[np.maximum(at, 0)] == rows)
+            out[hit] = values[at[hit]]
+        return _read_only(out)
 
     def _probe_complete(self) -> bool:
         try:

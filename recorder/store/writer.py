@@ -7,6 +7,9 @@
              layers={"fc": {"sum_true": s, "count_true": c}})   # s [C, K], c [C]
     w.close()
 
+Metrics (`append(metrics=...)`, `log_scalars(step, values)`) are scalars stored at
+their own step (`recorder.store.scalars`), committed with the root attribute `scalars`.
+
 Crash safety: every array of a row is grown and written first, and the root
 attribute `n_committed` last. A writer that reopens a run (or appends after a failed
 append) first trims every array back to `n_committed` rows. Local files are written
@@ -28,21 +31,23 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from recorder.schema import LAYER_ARRAYS, METRIC_SPEC, PROBE_ARRAYS, ROOT_ARRAYS, ArraySpec
-from recorder.store.attrs import check_node_name, differences, jsonable, new_attrs
+from recorder.schema import LAYER_ARRAYS, PROBE_ARRAYS, ROOT_ARRAYS, ArraySpec
+from recorder.store.attrs import differences, jsonable, new_attrs
 from recorder.store.location import Location
 from recorder.store.reader import RECORD, NotARunError, damaged, read_root_attrs
+from recorder.store.scalars import append_scalars, check_scalars, trim_scalars
 
 __all__ = ["RunMismatchError", "RunWriter", "StoreWriteError"]
 
 # Fill values of arrays (rows not written read as these).
-_INT_FILL = {"count_true": 0, "count_pred": 0, "train_count": 0, "topk_index": -1, "step": -1, "labels": -1}
+_INT_FILL = {"count_true": 0, "count_pred": 0, "train_count": 0, "topk_index": -1, "topk_mean_index": -1,
+             "step": -1, "labels": -1}
 # Dimensions whose length the run fixes (other dims, e.g. topk_map's y/x, are set by the first row).
 _FIXED_DIMS = ("class", "unit", "concept", "rank")
 _THUMB_CHUNK = 64  # probe images per chunk of probe/thumbs
 # Arrays worth compressing (zstd): activation maps are mostly zeros after a ReLU. Class
 # sums of floats hardly compress.
-_COMPRESSED = ("topk_map",)
+_COMPRESSED = ("topk_map", "occlusion", "rf")  # occlusion, rf: NaN in rows without occlusion
 # Chunk files named c.<t>.0.0 inside the array's folder: a new row then needs no new
 # folders (with "/" every row of every array would create two).
 _CHUNK_KEYS = {"name": "default", "separator": "."}
@@ -117,6 +122,7 @@ class RunWriter:
         self._units: dict[str, int] = {name: int(attrs["units"][name]) for name in attrs["layers"]}
         self._topk = int(attrs["topk"])
         self._n = int(attrs["n_committed"])
+        self._scalar_counts: dict[str, int] = {k: int(v) for k, v in attrs.get("scalars", {}).items()}
         self._arrays: dict[str, zarr.Array] = {}
         self._last_step: int | None = None
         self._dirty = True  # trim to n_committed before the first write
@@ -176,7 +182,6 @@ class RunWriter:
         """Create missing groups and root arrays, trim to n_committed, read the last step."""
         for name in self._units:
             self._group.require_group(f"layers/{name}")
-        self._group.require_group("metrics")
         existing = set(self._group.array_keys())
         self._create({name: (spec, ()) for name, spec in ROOT_ARRAYS.items() if name not in existing}, 0)
         self._recover()
@@ -186,13 +191,15 @@ class RunWriter:
     def _recover(self) -> None:
         """Reopen every array from the store and trim it back to `n_committed` rows."""
         self._arrays = {key: node for key, node in self._group.members(max_depth=None)
-                        if isinstance(node, zarr.Array) and not key.startswith("probe/")}
-        short = [k for k, a in self._arrays.items() if a.shape[0] < self._n]
+                        if isinstance(node, zarr.Array) and not key.startswith(("probe/", "occlusion/"))}
+        rows = {k: a for k, a in self._arrays.items() if not k.startswith("scalars/")}
+        short = [k for k, a in rows.items() if a.shape[0] < self._n]
         if short:
             raise NotARunError(f"run store at '{self.zarr_location}' is damaged: arrays {short} have "
                                f"fewer than n_committed = {self._n} rows")
-        longer = [a for a in self._arrays.values() if a.shape[0] > self._n]
+        longer = [a for a in rows.values() if a.shape[0] > self._n]
         _all(self._pool, lambda a: a.resize((self._n, *a.shape[1:])), longer)
+        trim_scalars(self._arrays, self._scalar_counts)
         self._dirty = False
 
     def _create(self, arrays: dict[str, tuple[ArraySpec, tuple]], n: int) -> None:
@@ -352,13 +359,7 @@ class RunWriter:
         self._check_open()
         step = self._check_step(step)
         rows = self._check_layers(layers or {})
-        metrics = dict(metrics or {})
-        for name, value in metrics.items():
-            check_node_name("metric", name)
-            try:
-                metrics[name] = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"metric {name!r} = {value!r} is not a number") from None
+        metrics = check_scalars(metrics or {})
         try:
             epoch, wall_time = float(epoch), time.time() if wall_time is None else float(wall_time)
         except (TypeError, ValueError):
@@ -369,12 +370,8 @@ class RunWriter:
             if self._dirty:
                 self._recover()
             values = {"step": np.int64(step), "epoch": np.float64(epoch), "wall_time": np.float64(wall_time)}
-            metric_keys = {k for k in self._arrays if k.startswith("metrics/")}
-            metric_keys |= {f"metrics/{name}" for name in metrics}
-            for key in sorted(metric_keys):
+            for key in (k for k in self._arrays if k.startswith("metrics/")):  # runs from before scalars
                 values[key] = np.float64(metrics.get(key[len("metrics/"):], math.nan))
-                if key not in self._arrays:
-                    new[key] = (METRIC_SPEC, ())
             for key, spec, value in rows:
                 values[key] = value
                 if key not in self._arrays:
@@ -382,7 +379,8 @@ class RunWriter:
             self._create(new, n)
             # Every array grows by one row (a resize and a chunk each), then the row is committed.
             _all(self._pool, lambda kv: self._arrays[kv[0]].append(np.asarray(kv[1])[None]), list(values.items()))
-            self._group.attrs["n_committed"] = n + 1
+            counts = append_scalars(self._group, self._arrays, self._scalar_counts, step, metrics)
+            self._group.update_attributes({"n_committed": n + 1, "scalars": counts})  # commits the row
         except BaseException as exc:  # also KeyboardInterrupt: the next append must trim
             self._dirty = True
             self._forget(list(new))
@@ -393,3 +391,31 @@ class RunWriter:
                                   f"{type(exc).__name__}: {exc}") from exc
         self._n = n + 1
         self._last_step = step
+        self._scalar_counts = counts
+
+    def log_scalars(self, step: int, values: dict[str, float]) -> None:
+        """Store each of `values` (name -> number) at `step`, at once, whatever the rows.
+
+        The values are appended to `scalars/<name>/step|value`, then committed by the
+        root attribute `scalars` (name -> length). A failed write commits nothing
+        (StoreWriteError) and the next write trims what it left.
+        """
+        self._check_open()
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise ValueError(f"step must be an int, got {step!r}")
+        values = check_scalars(values)
+        if not values:
+            return
+        try:
+            if self._dirty:
+                self._recover()
+            counts = append_scalars(self._group, self._arrays, self._scalar_counts, int(step), values)
+            self._group.update_attributes({"scalars": counts})
+        except BaseException as exc:
+            self._dirty = True
+            if not isinstance(exc, Exception):
+                raise
+            raise StoreWriteError(f"could not store metrics {sorted(values)} at step {step} in the run store at "
+                                  f"'{self.zarr_location}'; they were not committed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        self._scalar_counts = counts
