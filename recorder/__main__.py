@@ -25,7 +25,8 @@ def _last_mean_si(layer) -> str:
     if not layer.has("sum_true") or not layer.has("count_true") or layer.run.n_committed == 0:
         return "-"
     mu = metrics.class_means(layer.row("sum_true", -1), layer.row("count_true", -1))
-    si = metrics.si(mu)
+    floor = layer.row("response_min", -1) if layer.has("response_min") else None
+    si = metrics.si(mu, floor, signed=layer.signed and floor is not None)
     return "-" if np.isnan(si).all() else f"{np.nanmean(si):.3f}"
 
 
@@ -54,36 +55,67 @@ def info_text(run: Run) -> str:
     probe = run.probe
     lines.append(f"probe     {probe.get('source')}, {probe.get('n_images')} images, "
                  f"fingerprint {probe.get('fingerprint')}, thumbnails {'yes' if run.thumbs is not None else 'no'}")
-    names = run.metric_names
-    if names:
-        last = {name: run.metric(name)[-1] if n else float("nan") for name in names}
-        lines.append("metrics   " + ", ".join(f"{name} = {value:.4g}" for name, value in last.items())
-                     + "  (last row)")
-    else:
-        lines.append("metrics   -")
+    last = {name: run.scalar(name) for name in run.scalar_names}
+    last = {name: (steps[-1], values[-1]) for name, (steps, values) in last.items() if len(steps)}
+    lines.append("metrics   " + (", ".join(f"{name} = {value:.4g} @ {step}" for name, (step, value) in last.items())
+                                 or "-") + ("  (latest)" if last else ""))
     lines.append(f"layers    {len(run.layers)}  (top-k {run.topk})")
     for name in run.layers:
         layer = run.layer(name)
-        lines.append(f"  {name}: {layer.units} units, mean SI at the last row {_last_mean_si(layer)}")
+        rule = "signed" if layer.signed else "Morcos"
+        lines.append(f"  {name}: {layer.units} units, mean SI at the last row {_last_mean_si(layer)} ({rule} rule)")
         lines.append(f"    arrays: {', '.join(layer.arrays) or '-'}")
     return "\n".join(lines)
+
+
+def sweep_text(root: str, runs: list) -> str:
+    """A table of the runs found below `root` (a sweep folder or URL): rows and steps."""
+    lines = [f"{len(runs)} run{'s' if len(runs) != 1 else ''} below {root}", f"  {'run':<32} {'rows':>5}  steps"]
+    for location in runs:
+        run = Run.open(location)
+        steps = run.steps
+        span = f"{steps[0]} .. {steps[-1]}" if len(steps) else "-"
+        rel = str(location)[len(str(root)):].lstrip("/\\") or run.name
+        lines.append(f"  {rel:<32} {run.n_committed:>5}  {span}")
+    return "\n".join(lines)
+
+
+def _info(where: str) -> str:
+    """`info_text` of the run at `where`; for a folder or URL that holds runs below it, `sweep_text`."""
+    from recorder.store import NotARunError, RunStore
+
+    try:
+        return info_text(Run.open(where))
+    except (NotARunError, FileNotFoundError) as exc:
+        try:
+            runs = RunStore.find(where)
+        except (OSError, ValueError):
+            runs = []
+        if not runs:
+            raise exc from None
+        return sweep_text(where, runs)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recorder", description="Inspect and export tuneline runs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="print a summary of a run")
-    info.add_argument("run", help="run folder or URL (or its record.zarr)")
+    info = sub.add_parser("info", help="print a summary of a run, or list the runs below a sweep folder")
+    info.add_argument("run", help="run folder or URL (or its record.zarr), or a folder/URL holding runs")
     export = sub.add_parser("export", help="write every committed array of a run to HDF5")
     export.add_argument("run", help="run folder or URL (or its record.zarr)")
     export.add_argument("out", help="the HDF5 file to write, e.g. run.h5")
+    export.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
-            print(info_text(Run.open(args.run)))
+            print(_info(args.run))
         else:
+            from pathlib import Path
+
             from recorder.store.export import export_hdf5
 
+            if Path(args.out).exists() and not args.force:
+                raise FileExistsError(f"'{args.out}' exists; pass --force to overwrite it")
             print(export_hdf5(args.run, args.out))
     except (OSError, ValueError, ImportError) as exc:  # missing path, not a run, bad URL, unwritable out
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)

@@ -32,7 +32,7 @@ def test_info(run_path):
                  "rows      3 committed, steps 0 .. 20", "classes   3: circle, square, stripe",
                  "concepts  3: color 1, object 1, scene 1",
                  "probe     tiny.h5, 6 images, fingerprint 0123abcd, thumbnails yes",
-                 "metrics   loss = 0.3333", "conv: 4 units, mean SI at the last row 0.",
+                 "metrics   loss = 0.3333 @ 20  (latest)", "conv: 4 units, mean SI at the last row 0.",
                  "fc: 5 units", "arrays: sum_true, count_true, sum_pred"]:
         assert text in out, f"{text!r} not in:\n{out}"
 
@@ -42,6 +42,26 @@ def test_export(run_path, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "out.h5")
     assert_h5_equals_run(tmp_path / "out.h5", RunStore.open(run_path))
+
+
+def test_export_refuses_to_overwrite_without_force(run_path, tmp_path):
+    out = tmp_path / "mine.h5"
+    out.write_bytes(b"precious")
+    result = cli("export", run_path, out)
+    assert result.returncode == 2 and f"'{out}' exists; pass --force to overwrite it" in result.stderr
+    assert out.read_bytes() == b"precious"
+    assert cli("export", run_path, out, "--force").returncode == 0
+    assert_h5_equals_run(out, RunStore.open(run_path))
+
+
+def test_info_on_a_sweep_folder_lists_its_runs(tmp_path):
+    make_run(tmp_path / "sweep" / "a", n_rows=3)
+    make_run(tmp_path / "sweep" / "b", n_rows=1)
+    result = cli("info", tmp_path / "sweep")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"2 runs below {tmp_path / 'sweep'}"
+    assert lines[2].split() == ["a", "3", "0", "..", "20"] and lines[3].split() == ["b", "1", "0", "..", "0"]
 
 
 @pytest.mark.parametrize("command", ["info", "export"])
