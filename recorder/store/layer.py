@@ -14,6 +14,8 @@ from recorder import metrics
 from recorder.metrics import DETECTOR_MIN_IOU, best_concepts, unique_detectors
 from recorder.schema import GROUPINGS, LAYER_ARRAYS, SELECTIVITY_METRICS
 
+from recorder.store.added import added_entries, merged_array
+
 if TYPE_CHECKING:
     from recorder.store.reader import Run
 
@@ -86,6 +88,38 @@ class LayerRecord:
     topk_index = _array_property("topk_index")
     topk_value = _array_property("topk_value")
     topk_map = _array_property("topk_map")
+    topk_mean_index = _array_property("topk_mean_index")
+    topk_mean_value = _array_property("topk_mean_value")
+
+    @property
+    def occlusion(self) -> np.ndarray:
+        """float16 [T, K, k, gh, gw]: discrepancy maps of each unit's top-k images (recorded, and
+        added afterwards by `python -m recorder occlude`); NaN rows where none ran."""
+        return merged_array(self.run, self.name, "occlusion")
+
+    @property
+    def rf(self) -> np.ndarray:
+        """float16 [T, K, 2gh-1, 2gw-1]: each unit's empirical receptive field (as `occlusion`)."""
+        return merged_array(self.run, self.name, "rf")
+
+    @property
+    def rf_size(self) -> np.ndarray:
+        """float32 [T, K]: sqrt of the RF's area at >= half its maximum, input pixels (as `occlusion`)."""
+        return merged_array(self.run, self.name, "rf_size")
+
+    @property
+    def occlusion_settings(self) -> dict | None:
+        """`{patch, stride, fill, measure, every}` of the recorded occlusion, else of the added one."""
+        stored = self.run.layer_attrs(self.name).get("occlusion")
+        added = added_entries(self.run, self.name)
+        return stored or (added["settings"] if added else None)
+
+    @property
+    def theoretical_rf(self) -> dict | None:
+        """The layer's theoretical receptive field `{size, jump, start}` (input pixels, per axis)."""
+        stored = self.run.layer_attrs(self.name).get("theoretical_rf")
+        added = added_entries(self.run, self.name)
+        return stored or (added["theoretical_rf"] if added else None)
 
     def _derived(self, key: tuple, compute) -> np.ndarray:
         return self.run.derived((self.name, *key), compute)
@@ -171,6 +205,13 @@ class LayerRecord:
     def dominant(self, by: str = "true") -> np.ndarray:
         """int64 `[T, K]`: argmax over classes of the class means; -1 where all are NaN."""
         return self._derived(("dominant", by), lambda: metrics.dominant(self.class_means(by)))
+
+    def to_xarray(self, arrays: list[str] | None = None):
+        """An `xarray.Dataset` of the committed rows with coordinates `step`, `class` (names),
+        `unit`, `concept` (names): `(ds.sum_true / ds.count_true).sel(**{"class": "dog"})`."""
+        from recorder.store.labeled import layer_dataset
+
+        return layer_dataset(self, arrays)
 
     def _concept_categories(self) -> tuple[np.ndarray, list[str]]:
         names = list(dict.fromkeys(c.category for c in self.run.concepts))
