@@ -111,13 +111,20 @@ def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows:
     n, h, w = maps.shape
     device = maps.device
     # cells: (row band i, column band j) read corners (i|i+1, j|j+1) (the last row and
-    # column read themselves twice); skip the cells whose 4 corners are below T - tol
-    corner_max = maps.clone()  # (n, h, w)
-    torch.maximum(maps[:, :, :-1], maps[:, :, 1:], out=corner_max[:, :, :-1])
-    corner_max[:, :-1] = torch.maximum(corner_max[:, :-1], corner_max[:, 1:])
-    nonempty = (rows.end > rows.start)[:, None] & (cols.end > cols.start)[None, :]
-    cell = ((corner_max > (thresholds - tol)[:, None, None]) & nonempty).reshape(-1).nonzero()[:, 0]
-    cell_map, band_i, band_j = cell // (h * w), cell // w % h, cell % w
+    # column read themselves twice); skip the cells whose 4 corners are below T - tol,
+    # first by whole row bands (the max of rows i and i+1; NaN: look closer), then by cell
+    lowest = thresholds - tol  # (n,)
+    row_max = maps.amax(2)  # (n, h)
+    band_max = torch.maximum(row_max, row_max.index_select(1, rows.high))  # (n, h)
+    band = (~(band_max <= lowest[:, None]) & (rows.end > rows.start)).reshape(-1).nonzero()[:, 0]
+    flat_rows = maps.reshape(n * h, w)
+    second = band + rows.high.index_select(0, band % h) - band % h  # row i+1 of band i
+    pair = torch.maximum(flat_rows.index_select(0, band), flat_rows.index_select(0, second))  # (bands, w)
+    corner_max = torch.maximum(pair, pair.index_select(1, cols.high))  # (bands, w)
+    which, band_j = ((corner_max > lowest.index_select(0, band // h)[:, None])
+                     & (cols.end > cols.start)).nonzero(as_tuple=True)
+    cell = band.index_select(0, which) * w + band_j  # flat (map, i, j), ascending
+    cell_map, band_i = cell // (h * w), cell // w % h
     right_step = cols.high.index_select(0, band_j) - band_j  # 0 or 1
     down_step = (rows.high.index_select(0, band_i) - band_i) * w
     corners = [_take(maps, index) for index in (cell, cell + down_step, cell + right_step,
@@ -128,7 +135,7 @@ def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows:
     v00, v10, v01, v11 = corners
     left = torch.lerp(v00[:, None], v10[:, None], ly)
     right = torch.lerp(v01[:, None], v11[:, None], ly)
-    floor = (thresholds - tol).index_select(0, cell_map)[:, None]
+    floor = lowest.index_select(0, cell_map)[:, None]
     entry = (torch.maximum(left, right) > floor).reshape(-1).nonzero()[:, 0]  # NaN padding: False
     longest = ly.shape[1]
     row_cell = entry // longest
@@ -248,13 +255,15 @@ class IoUCounts(_Additive):
             self._count_same_size(maps, thresholds, seg, carried, labelled)
             return
         # maps whose max is within rounding of T_k or above can cross it (bilinear values
-        # never exceed the map's max)
-        high = maps.flatten(2).amax(dim=2)  # (B, K)
-        tol = (2 * high.clamp(min=0) + thresholds.abs()) * _ROUNDING  # (B, K)
+        # never exceed the map's max); a map with a NaN has no max and tol = inf: it goes
+        # to F.interpolate, whose NaN pixels are not above T_k and the others count
+        high = maps.flatten(2).amax(dim=2)  # (B, K), NaN where a map has one
+        tol = ((2 * high.clamp(min=0) + thresholds.abs()) * _ROUNDING).nan_to_num(nan=float("inf"))
         if self.method == "runs":
             self._count_runs(maps, thresholds, tol, seg, carried, labelled)
         else:
-            images, units = ((high > thresholds - tol) & labelled[:, None]).nonzero(as_tuple=True)
+            crossing = ~(high <= thresholds - tol) & labelled[:, None]  # (B, K)
+            images, units = crossing.nonzero(as_tuple=True)
             self._count_interpolated(maps, thresholds, seg, carried, images, units)
 
     def _grid(self, maps: torch.Tensor, seg: torch.Tensor) -> tuple[_Grid, _Grid]:
