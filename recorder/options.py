@@ -17,6 +17,9 @@ from typing import Any
 
 import torch
 
+from recorder.occlusion.settings import occlusion_problems
+from recorder.schema import TOPK_BY
+
 __all__ = ["RecorderOptions"]
 
 
@@ -49,6 +52,8 @@ class RecorderOptions:
     progress: bool = True  # a progress bar on probe passes longer than a second
     device: torch.device | str | None = None  # where probe images go (default: the model's)
     storage_options: Mapping | None = field(default=None)  # fsspec options for URL stores
+    occlusion: Mapping | None = None  # dict(layers, units, patch, stride, fill, measure, every); None: off
+    topk_by: Sequence[str] = ("max",)  # top-k images by spatial "max"; add "mean" for topk_mean_*
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -87,8 +92,23 @@ class RecorderOptions:
             except (RuntimeError, TypeError):
                 bad("device", "expected None, a torch.device or a device string such as 'cpu' or 'cuda:0'")
         out += self._class_problems()
+        out += self._occlusion_problems()
         if self.probe is not None and not hasattr(self.probe, "fingerprint"):
             bad("probe", "expected None or a ProbeSet (ProbeSet.from_h5, from_dataset, from_broden)")
+        return out
+
+    def _occlusion_problems(self) -> list[str]:
+        out = []
+        by = self.topk_by
+        if (isinstance(by, str) or not isinstance(by, Sequence) or not by or "max" not in by
+                or any(b not in TOPK_BY for b in by) or len(set(by)) != len(by)):
+            out.append(f"topk_by given an invalid value: {by!r}; expected ('max',) or ('max', 'mean'): the "
+                       "top-k by spatial max is always kept, 'mean' adds the top-k by spatial mean")
+        image_size = getattr(self.probe, "image_size", None) if self.probe is not None else None
+        out += occlusion_problems(self.occlusion, tuple(image_size) if image_size is not None else None)
+        if self.occlusion is not None and self.probe is None:
+            out.append("occlusion needs a probe: the top-k probe images of each unit are occluded; pass "
+                       "probe=ProbeSet(...) or occlusion=None")
         return out
 
     def _class_problems(self) -> list[str]:

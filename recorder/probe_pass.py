@@ -255,6 +255,22 @@ def topk_row_arrays(per_image: ImageResponses, topk: int) -> dict[str, np.ndarra
     return {"topk_index": top_index.to(torch.int32).cpu().numpy(), "topk_value": top_values.cpu().numpy()}
 
 
+def topk_mean_row_arrays(per_image: ImageResponses, topk: int) -> dict[str, np.ndarray]:
+    """Each unit's top-k probe images by response (spatial mean for conv layers):
+    `topk_mean_index`, `topk_mean_value` (K, k), for `Recorder(topk_by=("max", "mean"))`."""
+    k = min(topk, per_image.mean.shape[0])
+    top_values, top_index = torch.topk(per_image.mean.T, k, dim=1)  # (K, k)
+    return {"topk_mean_index": top_index.to(torch.int32).cpu().numpy(), "topk_mean_value": top_values.cpu().numpy()}
+
+
+def topk_max_index(per_image: ImageResponses, dissection: LayerDissection | None, topk: int) -> torch.Tensor:
+    """Each unit's top-k image indices by spatial max (K, k), as stored in `topk_index`; on
+    every rank (the probe pass leaves merged accumulators on each)."""
+    if dissection is not None:
+        return dissection.top.result()[0]
+    return torch.topk(per_image.max.T, min(topk, per_image.max.shape[0]), dim=1)[1]
+
+
 def probe_row_arrays(
     per_image: ImageResponses,
     preds: Predictions,

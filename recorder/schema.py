@@ -57,7 +57,23 @@ LAYER_ARRAYS: dict[str, ArraySpec] = {
     "topk_index": ArraySpec("int32", ("step", "unit", "rank")),
     "topk_value": ArraySpec("float32", ("step", "unit", "rank")),
     "topk_map": ArraySpec("float16", ("step", "unit", "rank", "y", "x")),
+    "topk_mean_index": ArraySpec("int32", ("step", "unit", "rank")),  # top-k by spatial mean (topk_by)
+    "topk_mean_value": ArraySpec("float32", ("step", "unit", "rank")),
+    # occlusion of the top-k images (by max): NaN rows where none ran, NaN units not chosen
+    "occlusion": ArraySpec("float16", ("step", "unit", "rank", "grid_y", "grid_x")),
+    "rf": ArraySpec("float16", ("step", "unit", "rf_y", "rf_x")),  # empirical RF, (2gh-1, 2gw-1) canvas
+    "rf_size": ArraySpec("float32", ("step", "unit")),  # sqrt(area at >= half max), input pixels
 }
+# Occlusion added after training (`python -m recorder occlude`): group occlusion/<layer>/,
+# one entry per occluded checkpoint, keyed by `step`; readers merge it into the layer.
+ADDED_OCCLUSION_ARRAYS: dict[str, ArraySpec] = {
+    "step": ArraySpec("int64", ("entry",)),
+    "occlusion": ArraySpec("float16", ("entry", "unit", "rank", "grid_y", "grid_x")),
+    "rf": ArraySpec("float16", ("entry", "unit", "rf_y", "rf_x")),
+    "rf_size": ArraySpec("float32", ("entry", "unit")),
+}
+OCCLUSION_ARRAYS = ("occlusion", "rf", "rf_size")
+TOPK_BY = ("max", "mean")
 
 # Written once per run.
 PROBE_ARRAYS: dict[str, ArraySpec] = {

@@ -56,6 +56,11 @@ def layer_row(t: int, units: int, *, dissection: bool = False, classes: int = le
         "topk_index": rng.integers(0, PROBE["n_images"], (k, TOPK)).astype(np.int32),
         "topk_value": rng.random((k, TOPK)).astype(np.float32),
         "topk_map": rng.random((k, TOPK, 3, 3)).astype(np.float16),
+        "topk_mean_index": rng.integers(0, PROBE["n_images"], (k, TOPK)).astype(np.int32),
+        "topk_mean_value": rng.random((k, TOPK)).astype(np.float32),
+        "occlusion": rng.random((k, TOPK, 2, 2)).astype(np.float16),
+        "rf": rng.random((k, 3, 3)).astype(np.float16),
+        "rf_size": rng.random(k).astype(np.float32),
     }
     if dissection:
         row["threshold"] = rng.random(k).astype(np.float32)
