@@ -29,11 +29,7 @@ def _worker(rank, world, init_file, store):
         dist.destroy_process_group()
 
 
-def test_two_gloo_ranks_write_what_one_process_writes(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp")), nprocs=2, join=True)
-    torch.manual_seed(0)
-    train_and_record(TinyNet(batchnorm=False, dropout=0.0), tmp_path / "single")
-    ddp, single = RunStore.open(tmp_path / "ddp"), RunStore.open(tmp_path / "single")
+def assert_same_run(ddp, single):
     assert ddp.steps.tolist() == single.steps.tolist() == [0, 2, 3]
     for name in LAYERS:
         a, b = ddp.layer(name), single.layer(name)
@@ -44,3 +40,19 @@ def test_two_gloo_ranks_write_what_one_process_writes(tmp_path):
             np.testing.assert_array_equal(getattr(a, array), getattr(b, array), err_msg=f"{name}/{array}")
     np.testing.assert_allclose(ddp.metrics["probe_accuracy"], single.metrics["probe_accuracy"])
     np.testing.assert_allclose(ddp.metrics["train_accuracy"], single.metrics["train_accuracy"])
+
+
+def test_two_gloo_ranks_write_what_one_process_writes(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp")), nprocs=2, join=True)
+    torch.manual_seed(0)
+    train_and_record(TinyNet(batchnorm=False, dropout=0.0), tmp_path / "single")
+    assert_same_run(RunStore.open(tmp_path / "ddp"), RunStore.open(tmp_path / "single"))
+
+
+def test_four_gloo_ranks_recording_to_s3_write_what_one_process_writes(tmp_path, s3_url):
+    """The cluster setup of the README: every rank trains, rank 0 writes to the object store."""
+    url = f"{s3_url}/cluster"
+    mp.spawn(_worker, args=(4, str(tmp_path / "init"), url), nprocs=4, join=True)
+    torch.manual_seed(0)
+    train_and_record(TinyNet(batchnorm=False, dropout=0.0), tmp_path / "single")
+    assert_same_run(RunStore.open(url), RunStore.open(tmp_path / "single"))
