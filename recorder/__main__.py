@@ -3,6 +3,11 @@
     $ python -m recorder info runs/demo/baseline
     $ python -m recorder info s3://bucket/runs/baseline     # any fsspec URL
     $ python -m recorder export runs/demo/baseline baseline.h5
+    $ python -m recorder occlude runs/demo/baseline --layers conv3,conv4 --every 5
+
+`occlude` adds occlusion maps and receptive fields to a finished local run from its
+checkpoints (see `recorder.occlusion.after`: the model and probe are rebuilt by the
+builder the run's config names, or `--builder module:function`).
 
 RUN is a run folder or URL; a URL's endpoint and credentials come from the
 environment (e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID). A path that is missing or
@@ -96,6 +101,31 @@ def _info(where: str) -> str:
         return sweep_text(where, runs)
 
 
+def _occlude_parser(sub) -> None:
+    occlude = sub.add_parser("occlude", help="add occlusion maps and receptive fields from a run's checkpoints")
+    occlude.add_argument("run", help="local run folder with config.json and checkpoints/step_<N>.pt")
+    occlude.add_argument("--layers", help="comma-separated conv layers (default: every recorded conv layer)")
+    occlude.add_argument("--every", type=int, default=1, help="every N-th row, counted in rows (default 1)")
+    occlude.add_argument("--patch", type=int, help="occluder square in input pixels (default: the layer's, else 8)")
+    occlude.add_argument("--stride", type=int, help="occluder stride in input pixels (default: the layer's, else 4)")
+    occlude.add_argument("--fill", help="zero, mean or noise (default: the layer's, else mean)")
+    occlude.add_argument("--measure", help="mean, max or peak (default: the layer's, else peak)")
+    occlude.add_argument("--builder", help="module:function (config dict -> (model, probe)); default: the "
+                         "run config's 'builder'")
+    occlude.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def _occlude(args) -> None:
+    from recorder.occlusion.after import occlude_run  # imports torch
+
+    layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
+    done = occlude_run(args.run, layers=layers, every=args.every, patch=args.patch, stride=args.stride,
+                       fill=args.fill, measure=args.measure, builder=args.builder, device=args.device,
+                       log=lambda line: print(line, flush=True))
+    print(f"occluded {len(done)} checkpoint(s)" if done else "nothing to occlude: every chosen row with a "
+          "checkpoint has occlusion already")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recorder", description="Inspect and export tuneline runs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,10 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("run", help="run folder or URL (or its record.zarr)")
     export.add_argument("out", help="the HDF5 file to write, e.g. run.h5")
     export.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    _occlude_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
             print(_info(args.run))
+        elif args.command == "occlude":
+            _occlude(args)
         else:
             from pathlib import Path
 

@@ -67,6 +67,14 @@ class TrainConfig:
     topk: int = 8                   # top probe images kept per unit
     quantile: float = 0.005         # Network Dissection activation quantile
     dissect: bool = True            # IoU with the probe's concept masks (skipped without masks)
+    topk_by: list[str] = field(default_factory=lambda: ["max"])  # add "mean": top-k by spatial mean too
+    occlusion_layers: list[str] = field(default_factory=list)  # occluded conv layers; empty: no occlusion
+    occlusion_every: int = 5        # occlusion every N-th record row
+    occlusion_patch: int = 8        # occluder square, input pixels
+    occlusion_stride: int = 4       # occluder stride, input pixels
+    occlusion_fill: str = "mean"    # "zero" | "mean" | "noise"
+    occlusion_measure: str = "peak"  # "mean" | "max" | "peak"
+    builder: str = "training.rebuild:model_and_probe"  # rebuilds model and probe (python -m recorder occlude)
     # machine
     device: str = "auto"            # "auto" (cuda when available) | "cpu" | "cuda"
     threads: int = 0                # torch CPU threads; 0 = leave torch's default
@@ -74,6 +82,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.record_layers = list(self.record_layers)
+        self.topk_by, self.occlusion_layers = list(self.topk_by), list(self.occlusion_layers)
         self.validate()
 
     def validate(self) -> None:
@@ -84,7 +93,8 @@ class TrainConfig:
             if getattr(self, name) not in valid:
                 _bad(name, getattr(self, name), "one of " + ", ".join(map(repr, valid)))
         positive = ("image_size", "train_size", "heldout_size", "probe_size", "depth", "width",
-                    "batch_size", "steps", "record_every", "topk")
+                    "batch_size", "steps", "record_every", "topk", "occlusion_every", "occlusion_patch",
+                    "occlusion_stride")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -108,8 +118,14 @@ class TrainConfig:
         for name in ("augment", "batchnorm", "record", "dissect", "progress"):
             if not isinstance(getattr(self, name), bool):
                 _bad(name, getattr(self, name), "true or false")
-        if not all(isinstance(n, str) and n for n in self.record_layers):
-            _bad("record_layers", self.record_layers, "a list of dotted layer names")
+        for name in ("record_layers", "occlusion_layers"):
+            if not all(isinstance(n, str) and n for n in getattr(self, name)):
+                _bad(name, getattr(self, name), "a list of dotted layer names")
+        if "max" not in self.topk_by or not set(self.topk_by) <= {"max", "mean"}:
+            _bad("topk_by", self.topk_by, "['max'] or ['max', 'mean']")
+        for name, valid in (("occlusion_fill", ("zero", "mean", "noise")), ("occlusion_measure", ("mean", "max", "peak"))):
+            if getattr(self, name) not in valid:
+                _bad(name, getattr(self, name), "one of " + ", ".join(map(repr, valid)))
         if self.data != "world" and not self.data_root:
             _bad("data_root", self.data_root, f"a folder path (data={self.data!r} reads from disk)")
         if self.data == "world" and PROBE_SEED in (self.world_seed, self.world_seed + 1):

@@ -89,6 +89,14 @@ def _resume_state(out: Path, config: TrainConfig) -> dict | None:
     return state
 
 
+def occlusion_option(config: TrainConfig) -> dict | None:
+    """The Recorder's `occlusion=` from the config's `occlusion_*` fields (None: no occlusion)."""
+    if not config.occlusion_layers:
+        return None
+    return {"layers": list(config.occlusion_layers), "every": config.occlusion_every, "patch": config.occlusion_patch,
+            "stride": config.occlusion_stride, "fill": config.occlusion_fill, "measure": config.occlusion_measure}
+
+
 def _regularized_layers(model, layers: list[str]) -> list[str]:
     """The recorded conv layers: the regularizer's layers (Leavitt & Morcos use conv layers)."""
     try:
@@ -152,7 +160,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, stop_at: int | None = 
                 rec = stack.enter_context(Recorder(
                     ddp_model, layers, probe=data.probe, store=out, every=config.record_every,
                     quantile=config.quantile, topk=min(config.topk, len(data.probe)), dissect=config.dissect,
-                    config=config.to_dict(), progress=config.progress))
+                    config=config.to_dict(), progress=config.progress, topk_by=tuple(config.topk_by),
+                    occlusion=occlusion_option(config)))
             reg = None
             if config.selectivity_alpha:
                 reg = stack.enter_context(SelectivityRegularizer(
@@ -166,7 +175,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, stop_at: int | None = 
                 if env.is_main:
                     save_checkpoint(out, step, model, optimizer, scheduler, config.to_dict())
                 if rec is not None:
-                    rec.log_metrics({"heldout_accuracy": accuracy, **extra})
+                    rec.log_metrics({"heldout_accuracy": accuracy, **extra}, step=step)
                 return accuracy
 
             accuracy = math.nan
