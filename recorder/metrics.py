@@ -31,7 +31,9 @@ __all__ = [
     "class_means",
     "dominant",
     "entropy",
+    "imrou",
     "is_dead",
+    "mask_iou",
     "precision",
     "selectivity",
     "unique_detectors",
@@ -278,3 +280,52 @@ def unique_detectors(iou, concept_category, categories, min_iou: float = DETECTO
     # detected[..., c]: some unit of the layer is a detector of concept c
     detected = (best["concept"][..., None] == np.arange(n_concepts)).any(-2)  # [..., P]
     return {name: np.asarray(detected[..., concept_category == g].sum(-1)) for g, name in enumerate(categories)}
+
+
+IMROU_R = 0.75  # Harth 2022: the share of the chance overlap the score subtracts
+
+
+def _as_masks(predicted, actual) -> tuple[np.ndarray, np.ndarray]:
+    predicted, actual = np.asarray(predicted), np.asarray(actual)
+    for name, masks in (("predicted", predicted), ("actual", actual)):
+        if masks.ndim != 3 or masks.dtype != bool:
+            raise ValueError(f"{name} must be a boolean array [N, h, w], got {masks.dtype} of shape {masks.shape}")
+    if predicted.shape != actual.shape:
+        raise ValueError(f"predicted and actual masks must have the same shape [N, h, w], got {predicted.shape} "
+                         f"and {actual.shape}")
+    return predicted, actual
+
+
+def imrou(predicted, actual, r: float = IMROU_R) -> float:
+    """Normalized ImRoU_r of predicted masks `L` against a unit's masks `N`, both bool `[N, h, w]`.
+
+        >>> actual = np.zeros((2, 2, 2), bool); actual[0, 0, 0] = True
+        >>> float(imrou(actual, actual))
+        1.0
+
+    With `I = h * w` and sums over images: `(sum|N & L| - r / I * sum|N| |L|) /
+    (sum|N| + sum|L| - sum|N & L|)`, divided by its value for `L = N` (Harth 2022;
+    DESIGN.md "Mask prediction score"). 1 for a perfect prediction; about 1 - r of the
+    overlap a random mask of the right size gets by chance is kept, so guessing scores
+    near 0 or below. NaN when the unit's masks are all empty (no maximum to normalize by).
+    """
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
+        raise ValueError(f"r given an invalid value: {r!r}; expected a number in [0, 1]")
+    predicted, actual = _as_masks(predicted, actual)
+    n_cells = actual.shape[1] * actual.shape[2]
+    area_n = actual.sum(axis=(1, 2), dtype=np.float64)      # (N,)
+    area_l = predicted.sum(axis=(1, 2), dtype=np.float64)   # (N,)
+    inter = (actual & predicted).sum(axis=(1, 2), dtype=np.float64)
+    if area_n.sum() == 0:
+        return float("nan")
+    score = (inter.sum() - r / n_cells * (area_n * area_l).sum()) / (area_n.sum() + area_l.sum() - inter.sum() + 1e-10)
+    best = (area_n.sum() - r / n_cells * (area_n ** 2).sum()) / area_n.sum()
+    return float(score / best)
+
+
+def mask_iou(predicted, actual) -> float:
+    """Plain IoU of bool masks `[N, h, w]` pooled over images: `sum|N & L| / sum|N | L|`
+    (NaN when both are empty everywhere)."""
+    predicted, actual = _as_masks(predicted, actual)
+    union = (predicted | actual).sum()
+    return float((predicted & actual).sum() / union) if union else float("nan")

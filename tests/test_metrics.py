@@ -373,3 +373,60 @@ def test_dead_only_when_constant_with_a_floor():
         metrics.is_dead(mu, r_min[:2])
     with pytest.raises(ValueError, match="signed=True needs r_min"):
         metrics.si(mu, signed=True)
+
+
+# ---------------------------------------------------------------- mask prediction score (ImRoU)
+def _harth_imrou(neuron_masks, label_masks, r=0.75):
+    """Harth 2022's normalized ImRoU_r written out per image, as in the paper's scorer."""
+    n_area = l_area = inter = rand_inter = max_rand = 0.0
+    cells = neuron_masks.shape[1] * neuron_masks.shape[2]
+    for n_mask, l_mask in zip(neuron_masks, label_masks):
+        n_image, l_image = int(n_mask.sum()), int(l_mask.sum())
+        n_area += n_image
+        l_area += l_image
+        inter += int(np.logical_and(n_mask, l_mask).sum())
+        rand_inter += n_image * l_image
+        max_rand += n_image * n_image
+    score = (inter - r / cells * rand_inter) / (n_area + l_area - inter + 1e-10)
+    return score / ((n_area - r / cells * max_rand) / n_area)
+
+
+@pytest.mark.parametrize("r", [0.75, 0.0, 1.0])
+def test_imrou_equals_harths_formula(rng, r):
+    for density in (0.05, 0.3, 0.7):
+        actual = rng.random((40, 7, 7)) < density
+        for predicted in (rng.random((40, 7, 7)) < density, actual.copy(), ~actual, np.zeros_like(actual),
+                          actual | (rng.random((40, 7, 7)) < 0.1)):
+            assert metrics.imrou(predicted, actual, r) == pytest.approx(_harth_imrou(actual, predicted, r),
+                                                                        rel=1e-12, abs=1e-12)
+
+
+def test_imrou_by_hand():
+    actual = np.zeros((1, 2, 2), bool)
+    actual[0, 0, 0] = True            # |N| = 1, I = 4
+    predicted = np.zeros((1, 2, 2), bool)
+    predicted[0, 0] = True            # |L| = 2, |N & L| = 1, union 2
+    # score (1 - 0.75/4 * 2) / 2 = 0.3125; max (1 - 0.75/4) / 1 = 0.8125
+    assert metrics.imrou(predicted, actual) == pytest.approx(0.3125 / 0.8125)
+    assert metrics.imrou(actual, actual) == pytest.approx(1.0)
+    assert metrics.mask_iou(predicted, actual) == pytest.approx(0.5)
+    assert np.isnan(metrics.imrou(actual, np.zeros_like(actual)))
+    assert np.isnan(metrics.mask_iou(np.zeros_like(actual), np.zeros_like(actual)))
+
+
+def test_mask_iou_matches_a_loop(rng):
+    a, b = rng.random((10, 5, 6)) < 0.3, rng.random((10, 5, 6)) < 0.4
+    inter = sum(int((x & y).sum()) for x, y in zip(a, b))
+    union = sum(int((x | y).sum()) for x, y in zip(a, b))
+    assert metrics.mask_iou(a, b) == pytest.approx(inter / union)
+
+
+@pytest.mark.parametrize("predicted, actual, r, match", [
+    (np.zeros((2, 3, 3)), np.zeros((2, 3, 3), bool), 0.75, "predicted must be a boolean array"),
+    (np.zeros((2, 3, 3), bool), np.zeros((2, 3), bool), 0.75, "actual must be a boolean array"),
+    (np.zeros((2, 3, 3), bool), np.zeros((2, 3, 4), bool), 0.75, "the same shape"),
+    (np.zeros((2, 3, 3), bool), np.zeros((2, 3, 3), bool), 1.5, "r given an invalid value"),
+])
+def test_imrou_errors(predicted, actual, r, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.imrou(predicted, actual, r)
