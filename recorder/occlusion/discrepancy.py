@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from recorder.hooks import LayerHooks
+from recorder.occlusion.cropped import LayerOutput, peak_maps, region_maps
 from recorder.occlusion.grid import OcclusionGrid, check_options, noise_image
+from recorder.occlusion.window import LayerWindow, trace_window, why_not
 from recorder.probe_pass import observation_mode
 
 Measures = str | Sequence[str]
@@ -120,7 +122,7 @@ def _units(units, name: str) -> torch.Tensor | None:
 class _Chunk:
     index: torch.Tensor  # (n,) positions of these images among those swept
     clean: dict[str, dict[str, torch.Tensor]]  # layer -> measure -> (n, K); "argmax" (n, K)
-    occluded: dict[str, dict[str, torch.Tensor]]  # layer -> measure -> (n, K, gh, gw)
+    maps: dict[str, dict[str, torch.Tensor]]  # layer -> measure -> (n, K, gh, gw) discrepancy maps
     sizes: dict[str, tuple[int, int]]  # layer -> (h, w)
 
 
@@ -160,9 +162,57 @@ def _sweep(model: nn.Module, units: Mapping[str, torch.Tensor | None], load: Cal
                 for name, values in reduce.run(model, x).items():
                     for m in measures:
                         occluded[name][m].append(values[m])
-            occluded = {name: {m: torch.cat(v).reshape(len(index), gh, gw, -1).permute(0, 3, 1, 2)
-                               for m, v in values.items()} for name, values in occluded.items()}
-            yield _Chunk(index, clean, occluded, sizes)
+            maps = {name: {m: clean[name][m][:, :, None, None]
+                           - torch.cat(v).reshape(len(index), gh, gw, -1).permute(0, 3, 1, 2)
+                           for m, v in values.items()} for name, values in occluded.items()}
+            yield _Chunk(index, clean, maps, sizes)
+
+
+def _cropped_sweep(model: nn.Module, layer: str, window: LayerWindow, units: torch.Tensor | None,
+                   load: Callable[[torch.Tensor], torch.Tensor], positions: torch.Tensor,
+                   need: Callable[[torch.Tensor], torch.Tensor] | None, grid: OcclusionGrid, fill: str,
+                   measures: tuple[str, ...], batch_size: int, seed: int, device: torch.device) -> Iterator[_Chunk]:
+    """As `_sweep`, for one layer whose geometry is certified: occluded forwards on crops (cropped.py).
+
+    `positions` (n,) the images to sweep; `need(index)` (n, K) bool: the (image, unit) pairs
+    whose maps are wanted (all when None; only "peak" alone makes use of it).
+    """
+    k = window.units if units is None else len(units)
+    per_chunk = max(1, (1 << 24) // max(1, k * window.rows.positions * window.cols.positions * 4))
+    noise = None
+    with LayerOutput(model, layer, units) as run:
+        for first in range(0, len(positions), per_chunk):
+            index = positions[first:first + per_chunk]
+            images = load(index).to(device)  # (n, C, H, W)
+            if fill == "noise" and noise is None:
+                noise = noise_image(images.shape[1], grid.height, grid.width, seed, device)
+            clean_maps = torch.cat([run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+            clean_maps = clean_maps.detach().float()  # (n, K, h, w)
+            flat = clean_maps.flatten(2)
+            top, argmax = flat.max(2)
+            clean = {"mean": flat.mean(2), "max": top, "peak": top, "argmax": argmax}
+            if set(measures) == {"peak"}:
+                wanted = torch.ones_like(top, dtype=torch.bool) if need is None else need(index)
+                maps = {"peak": peak_maps(run, window, grid, images, clean_maps, wanted, fill, noise, batch_size)}
+            else:
+                maps = region_maps(run, window, grid, images, clean_maps, measures, fill, noise, batch_size)
+            yield _Chunk(index, {layer: clean}, {layer: maps}, {layer: tuple(clean_maps.shape[2:])})
+
+
+def _window(model: nn.Module, layer: str, input_size: tuple[int, int, int], windowed: bool | None) -> LayerWindow | None:
+    """The layer's certified geometry when crops are to be used, None for full-image forwards."""
+    if windowed is False:
+        return None
+    if windowed not in (None, True):
+        raise ValueError(f"windowed given an invalid value: {windowed!r}; expected None (crops where the model "
+                         "is certified), True (crops, or an error) or False (full images)")
+    reason = why_not(model, layer, input_size)
+    if reason is None:
+        return trace_window(model, layer, input_size)
+    if windowed:
+        raise ValueError(f"layer {layer!r} cannot be occluded on input crops: {reason}; pass windowed=None to "
+                         "fall back to full-image forwards")
+    return None
 
 
 def _validate(images_size: tuple[int, int], patch, stride, fill, measures, batch_size) -> OcclusionGrid:
@@ -172,16 +222,9 @@ def _validate(images_size: tuple[int, int], patch, stride, fill, measures, batch
     return OcclusionGrid.of(*images_size, patch, stride)
 
 
-def occluded_responses(model: nn.Module, layer: str, images: torch.Tensor, patch: int, stride: int,
-                       fill: str = "zero", measure: str = "mean", *, units: Sequence[int] | None = None,
-                       batch_size: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """`m(A(x))` (N, K) and `m(A(x occluded at each cell))` (N, K, gh, gw) of every unit (or of `units`).
-
-        clean, occluded = occluded_responses(model, "conv3", images, 8, 4, "mean", "mean")
-
-    `images` (N, C, H, W) in model-input space; float32 results on the model's device.
-    `fill` "noise" draws its noise image from `seed` (the same for every image).
-    """
+def _single_layer(model, layer, images, patch, stride, fill, measure, units, batch_size, seed,
+                  windowed) -> tuple[torch.Tensor, torch.Tensor]:
+    """`m(A(x))` (N, K) and the discrepancy maps (N, K, gh, gw) of one layer and one measure."""
     _check_images(images)
     measures = _measures(measure)
     if len(measures) != 1:
@@ -189,18 +232,49 @@ def occluded_responses(model: nn.Module, layer: str, images: torch.Tensor, patch
     grid = _validate(tuple(images.shape[2:]), patch, stride, fill, measures, batch_size)
     device = model_device(model, images.device)
     chosen = {layer: _units(units, layer)}
-    clean, occluded = [], []
+    window = _window(model, layer, tuple(images.shape[1:]), windowed)
+    _check_units(chosen[layer], layer, window)
+    load = lambda index: images[index.to(images.device)]  # noqa: E731
+    clean, maps = [], []
     with observation_mode(model):
-        for chunk in _sweep(model, chosen, lambda index: images[index.to(images.device)], len(images), grid, fill,
-                            measures, batch_size, seed, device):
-            clean.append(chunk.clean[layer][measure])  # (n, K)
-            occluded.append(chunk.occluded[layer][measure])  # (n, K, gh, gw)
-    return torch.cat(clean), torch.cat(occluded)
+        chunks = _sweep(model, chosen, load, len(images), grid, fill, measures, batch_size, seed, device) \
+            if window is None else _cropped_sweep(model, layer, window, chosen[layer], load,
+                                                  torch.arange(len(images)), None, grid, fill, measures,
+                                                  batch_size, seed, device)
+        for chunk in chunks:
+            clean.append(chunk.clean[layer][measures[0]])  # (n, K)
+            maps.append(chunk.maps[layer][measures[0]])  # (n, K, gh, gw)
+    return torch.cat(clean), torch.cat(maps)
+
+
+def _check_units(units: torch.Tensor | None, layer: str, window: LayerWindow | None) -> None:
+    if window is not None and units is not None and units.numel() and int(units.max()) >= window.units:
+        raise ValueError(f"units {units.tolist()} of layer {layer!r}: the layer has only {window.units} units "
+                         f"(valid: 0..{window.units - 1})")
+
+
+def occluded_responses(model: nn.Module, layer: str, images: torch.Tensor, patch: int, stride: int,
+                       fill: str = "zero", measure: str = "mean", *, units: Sequence[int] | None = None,
+                       batch_size: int = 256, seed: int = 0,
+                       windowed: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`m(A(x))` (N, K) and `m(A(x occluded at each cell))` (N, K, gh, gw) of every unit (or of `units`).
+
+        clean, occluded = occluded_responses(model, "conv3", images, 8, 4, "mean", "mean")
+
+    `images` (N, C, H, W) in model-input space; float32 results on the model's device.
+    `fill` "noise" draws its noise image from `seed` (the same for every image).
+    `windowed`: None runs occluded forwards on input crops where the model's geometry
+    is certified (window.py) and on full images elsewhere; True insists on crops (a
+    ValueError says why not), False always runs full images. The results agree.
+    """
+    clean, maps = _single_layer(model, layer, images, patch, stride, fill, measure, units, batch_size, seed,
+                                windowed)
+    return clean, clean[:, :, None, None] - maps
 
 
 def discrepancy(model: nn.Module, layer: str, images: torch.Tensor, patch: int, stride: int, fill: str = "zero",
                 measure: str = "mean", *, units: Sequence[int] | None = None, batch_size: int = 256,
-                seed: int = 0) -> torch.Tensor:
+                seed: int = 0, windowed: bool | None = None) -> torch.Tensor:
     """Discrepancy maps `(N, K, gh, gw)` of every unit (or of `units`) of `layer` on each image.
 
         D = discrepancy(model, "conv3", images, patch=8, stride=4, fill="mean", measure="peak")
@@ -208,9 +282,7 @@ def discrepancy(model: nn.Module, layer: str, images: torch.Tensor, patch: int, 
     `D[n, k, i, j] = m(A_k(x_n)) - m(A_k(x_n occluded at cell (i, j)))`; arguments as in
     `occluded_responses`.
     """
-    clean, occluded = occluded_responses(model, layer, images, patch, stride, fill, measure, units=units,
-                                         batch_size=batch_size, seed=seed)
-    return clean[:, :, None, None] - occluded
+    return _single_layer(model, layer, images, patch, stride, fill, measure, units, batch_size, seed, windowed)[1]
 
 
 @dataclass
@@ -230,7 +302,7 @@ class TopkOcclusion:
 def occlude_topk(model: nn.Module, topk_index: Mapping[str, torch.Tensor], images, patch: int, stride: int,
                  fill: str = "zero", measure: Measures = "mean", *,
                  units: Mapping[str, Sequence[int]] | None = None, batch_size: int = 256,
-                 seed: int = 0) -> dict[str, TopkOcclusion]:
+                 seed: int = 0, windowed: bool | None = None) -> dict[str, TopkOcclusion]:
     """Discrepancy maps of each unit's top-k images, for several layers at once.
 
         top = occlude_topk(model, {"conv3": idx3, "conv4": idx4}, probe, 8, 4, "mean", ("mean", "peak"))
@@ -240,6 +312,9 @@ def occlude_topk(model: nn.Module, topk_index: Mapping[str, torch.Tensor], image
     `.batch(indices)` (a ProbeSet). Each distinct image is occluded once and its
     forwards serve every unit of every layer whose top-k holds it; they stop at the
     deepest layer. Equals `discrepancy` applied per unit to its top-k images.
+    `windowed` as in `occluded_responses`: a layer whose geometry is certified runs
+    crops (one crop forward serves every unit that needs that image and cell; for
+    "peak" alone, every unit of the image with the same peak position).
     """
     measures = _measures(measure)
     check_options(fill, measures)
@@ -268,24 +343,45 @@ def occlude_topk(model: nn.Module, topk_index: Mapping[str, torch.Tensor], image
                             for m in measures},
                       peak=torch.zeros((*value.shape, 2), dtype=torch.int64, device=device))
            for name, value in index.items()}
+    windows = {name: _window(model, name, tuple(sample.shape[1:]), windowed) for name in index}
+    for name in index:
+        _check_units(chosen[name], name, windows[name])
+    full = {name: chosen[name] for name in index if windows[name] is None}
     sizes = {}
+    load_distinct = lambda i: load(distinct[i])  # noqa: E731
+
+    def need(name):
+        def wanted(positions: torch.Tensor) -> torch.Tensor:  # (n, K) bool: pairs of this layer's top-k
+            local = torch.full((len(distinct),), -1, dtype=torch.int64)
+            local[positions] = torch.arange(len(positions))
+            unit, rank = (local[slot[name]] >= 0).nonzero(as_tuple=True)
+            k = windows[name].units if chosen[name] is None else len(chosen[name])
+            mask = torch.zeros(len(positions), k, dtype=torch.bool)
+            mask[local[slot[name][unit, rank]], unit] = True
+            return mask
+        return wanted
+
     with observation_mode(model):
-        for chunk in _sweep(model, chosen, lambda i: load(distinct[i]), len(distinct), grid, fill, measures,
-                            batch_size, seed, device):
+        chunks = [_sweep(model, full, load_distinct, len(distinct), grid, fill, measures, batch_size, seed,
+                         device)] if full else []
+        chunks += [_cropped_sweep(model, name, window, chosen[name], load_distinct, torch.unique(slot[name]),
+                                  need(name), grid, fill, measures, batch_size, seed, device)
+                   for name, window in windows.items() if window is not None]
+        for chunk in (chunk for sweep in chunks for chunk in sweep):
             sizes.update(chunk.sizes)
-            lo, hi = int(chunk.index[0]), int(chunk.index[-1]) + 1
-            for name, where in slot.items():
-                unit, rank = ((where >= lo) & (where < hi)).nonzero(as_tuple=True)  # (m,), (m,)
+            local = torch.full((len(distinct),), -1, dtype=torch.int64)
+            local[chunk.index] = torch.arange(len(chunk.index))
+            for name in chunk.maps:
+                where = local[slot[name]]  # (K, k) position in the chunk, -1 when not in it
+                unit, rank = (where >= 0).nonzero(as_tuple=True)  # (m,), (m,)
                 if not len(unit):
                     continue
-                local = (where[unit, rank] - lo).to(device)
+                at = where[unit, rank].to(device)
                 unit_d, rank_d = unit.to(device), rank.to(device)
                 for m in measures:
-                    clean = chunk.clean[name][m][local, unit_d]  # (m,)
-                    occluded = chunk.occluded[name][m][local, unit_d]  # (m, gh, gw)
-                    out[name]["maps"][m][unit_d, rank_d] = clean[:, None, None] - occluded
+                    out[name]["maps"][m][unit_d, rank_d] = chunk.maps[name][m][at, unit_d]  # (m, gh, gw)
                 w = chunk.sizes[name][1]
-                flat = chunk.clean[name]["argmax"][local, unit_d]
+                flat = chunk.clean[name]["argmax"][at, unit_d]
                 out[name]["peak"][unit_d, rank_d] = torch.stack([flat // w, flat % w], 1)
     return {name: TopkOcclusion(value["maps"], value["peak"], sizes[name]) for name, value in out.items()}
 

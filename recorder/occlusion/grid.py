@@ -112,6 +112,45 @@ class OcclusionGrid:
         check_options(fill, "mean")
         raise AssertionError(fill)
 
+    def square_means(self, images: torch.Tensor) -> torch.Tensor:
+        """`(N, gh * gw, C)`: each square's per-channel mean in each image (fill "mean")."""
+        rows, cols = (cover.to(images.dtype) for cover in self.covers(images.device))  # (gh, H), (gw, W)
+        sums = torch.einsum("nchw,ih,jw->nijc", images, rows, cols)  # (N, gh, gw, C)
+        counts = rows.sum(1)[:, None] * cols.sum(1)[None, :]  # (gh, gw)
+        return (sums / counts[..., None]).flatten(1, 2)
+
+    def occlude_crops(self, images: torch.Tensor, image_index: torch.Tensor, cells: torch.Tensor,
+                      top: torch.Tensor, left: torch.Tensor, size: tuple[int, int], fill: str,
+                      noise: torch.Tensor | None = None, means: torch.Tensor | None = None) -> torch.Tensor:
+        """Crops `(P, C, h, w)`: rows `top:top + h`, cols `left:left + w` of `images[image_index]`,
+        each occluded at its cell in `cells` (P,) as `occlude` would, the square cut by the crop.
+
+        `means` (N, gh * gw, C) from `square_means` for fill "mean" (a square's mean is over
+        the whole square, also where the crop cuts it); `noise` (C, H, W) for fill "noise".
+        """
+        height, width = size
+        rows = top[:, None] + torch.arange(height, device=top.device)  # (P, h)
+        cols = left[:, None] + torch.arange(width, device=left.device)  # (P, w)
+        x = images[image_index[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        gw = self.shape[1]
+        first_row, first_col = (cells // gw * self.stride)[:, None], (cells % gw * self.stride)[:, None]
+        inside_rows = (rows >= first_row) & (rows < first_row + self.patch)  # (P, h)
+        inside_cols = (cols >= first_col) & (cols < first_col + self.patch)  # (P, w)
+        mask = (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]  # (P, 1, h, w)
+        if fill == "zero":
+            return x.masked_fill(mask, 0.0).contiguous()
+        if fill == "mean":
+            if means is None:
+                raise ValueError("fill 'mean' needs the squares' means (square_means)")
+            return torch.where(mask, means[image_index, cells][:, :, None, None].to(x.dtype), x).contiguous()
+        if fill == "noise":
+            if noise is None:
+                raise ValueError("fill 'noise' needs the noise image (C, H, W)")
+            under = noise.to(x.dtype)[:, rows[:, :, None], cols[:, None, :]].transpose(0, 1)  # (P, C, h, w)
+            return torch.where(mask, under, x).contiguous()
+        check_options(fill, "mean")
+        raise AssertionError(fill)
+
 
 def noise_image(channels: int, height: int, width: int, seed: int, device=None) -> torch.Tensor:
     """Seeded standard Gaussian noise `(C, H, W)`, drawn from its own generator: the
