@@ -90,7 +90,8 @@ def test_assets_do_not_leave_the_assets_folder(client, path):
 @pytest.mark.parametrize("search", ["?run=../../../../etc/passwd", "?run=/etc/passwd",
                                     "?run=..%2F..%2F..%2Fetc%2Fpasswd", "?run=sweep/a/../../../etc"])
 def test_a_path_in_the_url_is_an_unknown_run(client, search):
-    out = call(client, "page.children", [("url", "pathname", "/"), ("url", "search", search)])
+    out = call(client, "page.children", [("route", "data", "/" + search)],
+               state=[("url", "pathname", "/"), ("url", "search", search)])
     text = json.dumps(out)
     assert "unknown run" in text and "root:" not in text
 
@@ -99,21 +100,27 @@ def test_a_path_in_the_url_is_an_unknown_run(client, search):
 def test_a_path_as_run_value_is_refused(client, run_id):
     out = call(client, "map-data.data",
                [("map-run", "value", run_id), ("map-layer", "value", "fc"), ("map-by", "value", "true"),
-                ("map-metric", "value", "si"), ("map-n", "data", None)], state=[("map-t", "value", 0)])
+                ("map-metric", "value", "si"), ("map-n", "data", None)],
+               state=[("map-t", "value", 0), ("map-t", "max", 0)])
     response = out["response"]
     assert response["map-data"]["data"] is None
     assert "unknown run" in json.dumps(response["map-status"])
 
 
-def test_live_rows_keep_the_slider_position(client):
+def test_live_rows_keep_the_slider_position_or_follow_the_newest(client):
     inputs = [("map-run", "value", "sweep/a"), ("map-layer", "value", "fc"), ("map-by", "value", "true"),
               ("map-metric", "value", "si"), ("map-n", "data", 3)]
-    picked = call(client, "map-data.data", inputs, state=[("map-t", "value", 1)], changed=["map-run.value"])
+    picked = call(client, "map-data.data", inputs, state=[("map-t", "value", 1), ("map-t", "max", 1)],
+                  changed=["map-run.value"])
     assert picked["response"]["map-t"]["value"] == 2  # a newly picked run opens at its last checkpoint
     assert picked["response"]["map-unit"]["data"] is None
-    live = call(client, "map-data.data", inputs, state=[("map-t", "value", 1)], changed=["map-n.data"])
-    assert "map-t" not in live["response"] or "value" not in live["response"]["map-t"]
+    live = call(client, "map-data.data", inputs, state=[("map-t", "value", 0), ("map-t", "max", 1)],
+                changed=["map-n.data"])
+    assert "map-t" not in live["response"] or "value" not in live["response"]["map-t"]  # stays put
     assert live["response"]["map-t"]["max"] == 2
+    newest = call(client, "map-data.data", inputs, state=[("map-t", "value", 1), ("map-t", "max", 1)],
+                  changed=["map-n.data"])
+    assert newest["response"]["map-t"]["value"] == 2  # at the newest checkpoint: follows the new one
 
 
 def test_two_apps_in_one_process_each_get_callbacks(tmp_path):

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
-from dash import ClientsideFunction
+from dash import ClientsideFunction, no_update
 
 from viewer import callbacks
 from viewer.app import create_app
@@ -25,7 +25,7 @@ def test_every_clientside_function_is_defined_in_the_asset(deps):
     used = {c["clientside_function"]["function_name"] for c in deps
             if c.get("clientside_function")}
     assert used == {"renderMap", "mapCursor", "togglePlay", "tick", "speed", "renderCompare", "compareCursor",
-                    "hoverData"}
+                    "hoverData", "routeKey", "syncUrl"}
     assert used <= defined
     assert all(c["clientside_function"]["namespace"] == "tuneline" for c in deps
                if c.get("clientside_function"))
@@ -57,3 +57,10 @@ def test_index():
 def test_clientside_function_reference():
     ref = callbacks._js("tick")
     assert isinstance(ref, ClientsideFunction) and ref.namespace == "tuneline"
+
+
+def test_follow_moves_to_the_newest_checkpoint_only_from_the_newest():
+    assert callbacks.follow(4, 4, 7) == 7  # at the newest of 5: follow to the newest of 8
+    assert callbacks.follow(0, 0, 2) == 2  # a run that had no rows: its newest
+    assert callbacks.follow(None, None, 3) == 3  # nothing shown yet
+    assert callbacks.follow(2, 4, 7) is no_update  # elsewhere: stays put

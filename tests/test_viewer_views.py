@@ -172,9 +172,26 @@ def test_compare_page_from_query(registry):
     assert find(page, ID.c_runs).value == ["sweep/a", "sweep/b"]
     assert (find(page, ID.c_layer).value, find(page, ID.c_by).value, find(page, ID.c_metric).value) == (
         "fc", "true", "si")
-    assert find(views.route(registry, "/compare", ""), ID.c_runs).value == ["damaged", "other", "zero"]
+    # by default: runs with rows that share a layer (not 'zero', 0 rows; not 'other', no layer in common)
+    assert find(views.route(registry, "/compare", ""), ID.c_runs).value == ["sweep/a", "sweep/b"]
     page = views.route(registry, "/compare", "?runs=other,../../x")
     assert find(page, ID.c_runs).value == ["other"] and "unknown runs" in text(page)
+
+
+def test_default_comparison_prefers_runs_with_rows_that_share_a_layer(tmp_path):
+    """Runs with rows sharing a layer, even where a folder holds more runs: empty ones, or ones
+    that share no layer with the others."""
+    SyntheticRun(layers={"fc": 4}, checkpoints=2, map_size=0).open_writer(tmp_path / "big" / "a").close()
+    SyntheticRun(layers={"fc": 4}, checkpoints=2, map_size=0).open_writer(tmp_path / "big" / "b").close()
+    SyntheticRun(layers={"x": 4}, checkpoints=2, map_size=0).write(tmp_path / "big" / "c")
+    SyntheticRun(layers={"y": 4}, checkpoints=2, map_size=0).write(tmp_path / "big" / "d")
+    SyntheticRun(layers={"fc": 4, "z": 3}, checkpoints=2, map_size=0).write(tmp_path / "small" / "e")
+    SyntheticRun(layers={"z": 3}, checkpoints=1, map_size=0).write(tmp_path / "small" / "f")
+    registry = Registry(tmp_path, poll_s=0.0)
+    ids = [e.id for e in registry.entries()]
+    assert views.default_comparison(registry, ids) == ["small/e", "small/f"]
+    controls = views.compare_controls(registry, ["small/e", "small/f"])
+    assert controls["layer"] == "z"
 
 
 def test_compare_controls_use_shared_layers(registry):
@@ -223,10 +240,12 @@ def test_preferred_accuracy():
     assert views.preferred_accuracy([]) is None
 
 
-def test_default_comparison():
-    assert views.default_comparison(["x", "s/a", "s/b", "t/a"]) == ["s/a", "s/b"]
-    assert views.default_comparison([]) == []
-    assert np.all([len(views.default_comparison([f"s/{i}" for i in range(9)])) == 4])
+def test_default_comparison_takes_four_runs_at_most(tmp_path):
+    for i in range(5):
+        SyntheticRun(layers={"fc": 2}, checkpoints=1, map_size=0, topk=0).write(tmp_path / "s" / str(i))
+    registry = Registry(tmp_path, poll_s=0.0)
+    assert views.default_comparison(registry, [e.id for e in registry.entries()]) == ["s/0", "s/1", "s/2", "s/3"]
+    assert views.default_comparison(registry, []) == []
 
 
 JUNK = [None, "", "../..", "/etc/passwd", 3, -1, 2.5, True, ["sweep/a"], {"run": "sweep/a"}, "x" * 10000]

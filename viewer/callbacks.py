@@ -7,6 +7,12 @@ clientside functions of assets/tuneline.js (namespace `tuneline`), which recolor
 the tiles from the payload already in the page and move the charts' cursors.
 The server is asked only when a selection changes, when a tile is clicked or the
 slider is released (unit detail), and once a second whether new rows were committed.
+
+URLs: the page is built from the URL's path and query less its unit (the route key,
+computed in the browser); the selectors and the open unit are written back into the
+URL, a new unit as a new history entry, so a unit's URL can be bookmarked and the
+back button closes or reopens units without rebuilding the page. A timeline at its
+newest checkpoint follows new ones as they are committed; elsewhere it stays put.
 """
 
 from __future__ import annotations
@@ -26,14 +32,24 @@ def _index(t) -> int:
     return t if isinstance(t, int) and not isinstance(t, bool) and t >= 0 else 0
 
 
+def follow(t, shown_max, new_max: int):
+    """The slider's value when rows were committed: the newest checkpoint if it was at the newest one
+    shown before (TensorBoard's habit), else unchanged (`no_update`)."""
+    if not isinstance(shown_max, int) or _index(t) >= shown_max:
+        return new_max
+    return no_update
+
+
 def _js(name: str) -> ClientsideFunction:
     return ClientsideFunction(namespace="tuneline", function_name=name)
 
 
 def register(app: Dash, registry: Registry) -> None:
     """Register every callback of the viewer on `app`, for the runs of `registry`."""
-    app.callback(Output(ID.page, "children"), Input(ID.url, "pathname"), Input(ID.url, "search"))(
-        lambda pathname, search: views.route(registry, pathname, search))
+    app.clientside_callback(_js("routeKey"), Output(ID.route, "data"), Input(ID.url, "pathname"),
+                            Input(ID.url, "search"))
+    app.callback(Output(ID.page, "children"), Input(ID.route, "data"), State(ID.url, "pathname"),
+                 State(ID.url, "search"))(lambda _key, pathname, search: views.route(registry, pathname, search))
 
     @app.callback(Output(ID.page, "children", allow_duplicate=True), Input(ID.empty_live, "n_intervals"),
                    State(ID.url, "pathname"), State(ID.url, "search"), prevent_initial_call=True)
@@ -80,14 +96,14 @@ def _register_map(app: Dash, registry: Registry) -> None:
         Output(ID.title, "children"), Output(ID.legend, "children"), Output(ID.status, "children"),
         Output(ID.unit, "data"), Output(ID.n, "data"),
         Input(ID.run, "value"), Input(ID.layer, "value"), Input(ID.by, "value"), Input(ID.metric, "value"),
-        Input(ID.n, "data"), State(ID.slider, "value"))
-    def layer_map(run_id, layer, by, metric, _n, t):
+        Input(ID.n, "data"), State(ID.slider, "value"), State(ID.slider, "max"))
+    def layer_map(run_id, layer, by, metric, _n, t, shown_max):
         view = views.map_view(registry, run_id, layer, by, metric)
         payload = view["payload"]
         trigger = ctx.triggered_id
         n = payload["T"] if payload else views.committed(registry, run_id)
-        if trigger == ID.n:  # new rows committed: the range grows, the user's position stays
-            value, unit = no_update, no_update
+        if trigger == ID.n:  # new rows committed: the range grows; at the newest checkpoint, follow
+            value, unit = follow(t, shown_max, view["max"]), no_update
         elif trigger is None:  # the page's first paint: keep a unit named in the URL
             value, unit = view["max"], no_update
         elif trigger == ID.run:
@@ -100,21 +116,23 @@ def _register_map(app: Dash, registry: Registry) -> None:
     @app.callback(
         Output(ID.charts, "data"),
         Input(ID.run, "value"), Input(ID.layer, "value"), Input(ID.by, "value"), Input(ID.metric, "value"),
-        Input(ID.n, "data"))
-    def charts(run_id, layer, by, metric, _n):
+        Input(ID.n, "data"), Input(ID.version, "data"))
+    def charts(run_id, layer, by, metric, _n, _version):
         return views.map_charts(registry, run_id, layer, by, metric)
 
     @app.callback(
-        Output(ID.n, "data", allow_duplicate=True), Output(ID.run, "options"),
+        Output(ID.n, "data", allow_duplicate=True), Output(ID.run, "options"), Output(ID.version, "data"),
         Input(ID.live, "n_intervals"), State(ID.run, "value"), State(ID.n, "data"), State(ID.run, "options"),
-        prevent_initial_call=True)
-    def live(_ticks, run_id, known, shown):
-        """New rows of the shown run, new runs in the folder."""
+        State(ID.version, "data"), prevent_initial_call=True)
+    def live(_ticks, run_id, known, shown, version):
+        """New rows of the shown run, metric values logged, new runs in the folder."""
         n = views.committed(registry, run_id)
         options = views.new_run_options(registry, shown)
-        if (n is None or n == known) and options is None:
+        now = views.scalar_version(registry, run_id)
+        if (n is None or n == known) and options is None and now == version:
             raise PreventUpdate
-        return (no_update if n is None or n == known else n), (no_update if options is None else options)
+        return ((no_update if n is None or n == known else n), (no_update if options is None else options),
+                (no_update if now == version else now))
 
     @app.callback(
         Output(ID.panel, "children"),
@@ -133,6 +151,10 @@ def _register_map(app: Dash, registry: Registry) -> None:
         return None
 
     app.clientside_callback(
+        _js("syncUrl"), Output(ID.synced, "data"),
+        Input(ID.run, "value"), Input(ID.layer, "value"), Input(ID.by, "value"), Input(ID.metric, "value"),
+        Input(ID.unit, "data"))
+    app.clientside_callback(
         _js("renderMap"), Output(ID.label, "children"), Output(ID.painted, "data"),
         Input(ID.data, "data"), Input(ID.slider, "value"), Input(ID.slider, "drag_value"), Input(ID.unit, "data"),
         Input(ID.order, "value"))
@@ -147,6 +169,7 @@ def _register_map(app: Dash, registry: Registry) -> None:
     app.clientside_callback(
         _js("mapCursor"),
         Output(ID.hist, "figure"), Output(ID.sel, "figure"), Output(ID.det, "figure"), Output(ID.acc, "figure"),
+        Output(ID.rf, "figure"), Output(f"{ID.rf}-box", "style"),
         Input(ID.charts, "data"), Input(ID.slider, "value"), Input(ID.slider, "drag_value"))
 
 
@@ -165,11 +188,11 @@ def _register_compare(app: Dash, registry: Registry) -> None:
         Output(ID.c_slider, "marks"), Output(ID.c_slider, "value"), Output(ID.c_legend, "children"),
         Output(ID.c_status, "children"), Output(ID.c_n, "data"),
         Input(ID.c_runs, "value"), Input(ID.c_layer, "value"), Input(ID.c_by, "value"), Input(ID.c_metric, "value"),
-        Input(ID.c_align, "value"), Input(ID.c_n, "data"), State(ID.c_slider, "value"))
-    def compare(run_ids, layer, by, metric, align, _n, t):
+        Input(ID.c_align, "value"), Input(ID.c_n, "data"), State(ID.c_slider, "value"), State(ID.c_slider, "max"))
+    def compare(run_ids, layer, by, metric, align, _n, t, shown_max):
         view = views.compare_view(registry, run_ids, layer, by, metric, align)
         if ctx.triggered_id == ID.c_n:
-            value = no_update
+            value = follow(t, shown_max, view["max"])
         elif ctx.triggered_id in (ID.c_by, ID.c_metric):
             value = min(_index(t), view["max"])
         else:
@@ -182,26 +205,29 @@ def _register_compare(app: Dash, registry: Registry) -> None:
     @app.callback(
         Output(ID.c_charts, "data"),
         Input(ID.c_runs, "value"), Input(ID.c_layer, "value"), Input(ID.c_by, "value"), Input(ID.c_metric, "value"),
-        Input(ID.c_align, "value"), Input(ID.c_n, "data"))
-    def compare_charts(run_ids, layer, by, metric, align, _n):
+        Input(ID.c_align, "value"), Input(ID.c_n, "data"), Input(ID.c_version, "data"))
+    def compare_charts(run_ids, layer, by, metric, align, _n, _version):
         return views.compare_charts(registry, run_ids, layer, by, metric, align)
 
     @app.callback(
-        Output(ID.c_n, "data", allow_duplicate=True), Output(ID.c_runs, "options"),
+        Output(ID.c_n, "data", allow_duplicate=True), Output(ID.c_runs, "options"), Output(ID.c_version, "data"),
         Input(ID.c_live, "n_intervals"), State(ID.c_runs, "value"), State(ID.c_n, "data"),
-        State(ID.c_runs, "options"), prevent_initial_call=True)
-    def live(_ticks, run_ids, known, shown):
-        """New rows of the shown runs, new runs in the folder."""
+        State(ID.c_runs, "options"), State(ID.c_version, "data"), prevent_initial_call=True)
+    def live(_ticks, run_ids, known, shown, version):
+        """New rows of the shown runs, metric values logged, new runs in the folder."""
         counts = views.poll(registry, run_ids)
         options = views.new_run_options(registry, shown)
-        if counts == (known or {}) and options is None:
+        now = {r: views.scalar_version(registry, r) for r in counts}
+        if counts == (known or {}) and options is None and now == (version or {}):
             raise PreventUpdate
-        return (no_update if counts == (known or {}) else counts), (no_update if options is None else options)
+        return ((no_update if counts == (known or {}) else counts), (no_update if options is None else options),
+                (no_update if now == (version or {}) else now))
 
     app.clientside_callback(
         _js("renderCompare"), Output(ID.c_label, "children"),
         Input(ID.c_data, "data"), Input(ID.c_slider, "value"), Input(ID.c_slider, "drag_value"))
     app.clientside_callback(
         _js("compareCursor"), Output(ID.c_sel, "figure"), Output(ID.c_det, "figure"), Output(ID.c_acc, "figure"),
+        Output(ID.c_rf, "figure"), Output(f"{ID.c_rf}-box", "style"),
         Input(ID.c_charts, "data"), Input(ID.c_data, "data"), Input(ID.c_slider, "value"),
         Input(ID.c_slider, "drag_value"))

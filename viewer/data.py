@@ -257,8 +257,9 @@ class Registry:
                                                                concepts=self.concepts(run_id, layer)))
 
     def series(self, run_id, by: str = "true", metric: str = "si") -> dict:
+        """`readout.run_series`, cached until rows are committed or a metric value is logged."""
         run = self.run(run_id)
-        return self._cached(("series", run_id, run.n_committed, by, metric),
+        return self._cached(("series", run_id, run.n_committed, readout.scalar_version(run), by, metric),
                             lambda: readout.run_series(run, by, metric))
 
     def detectors(self, run_id, layer) -> dict | None:

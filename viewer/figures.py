@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["LINE_COLORS", "accuracy_figure", "class_means_figure", "compare_facets", "compare_figure", "cursor",
-           "detectors_figure", "hue_histogram", "iou_figure", "selectivity_figure", "unit_selectivity_figure"]
+           "detectors_figure", "finish", "hue_histogram", "iou_figure", "legend_rows", "selectivity_figure",
+           "unit_selectivity_figure", "x_axis_range", "x_range"]
 
 LINE_COLORS = ["#4c6ef5", "#e8590c", "#2b8a3e", "#c2255c", "#7048e8", "#1098ad", "#e67700", "#5c940d",
                "#862e9c", "#364fc7"]
@@ -20,6 +21,9 @@ DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
 FONT = {"family": "Inter, system-ui, -apple-system, 'Segoe UI', sans-serif", "size": 11, "color": "#343a40"}
 AXIS = {"gridcolor": "#edf0f2", "zeroline": False, "linecolor": "#ced4da", "ticks": "outside",
         "tickcolor": "#ced4da", "ticklen": 3, "automargin": True}
+TITLE_SPACE = 28  # px above the plot for the title
+LEGEND_ROW, LEGEND_ITEM, LEGEND_CHAR, LEGEND_WIDTH = 21, 46, 6.5, 230  # legend sizes in px (generous estimates)
+SPARSE = 24  # series with at most this many points also draw their points
 METRIC_TITLES = {"si": "selectivity index", "entropy": "1 − entropy", "precision": "top-n precision"}
 
 
@@ -33,15 +37,64 @@ def _layout(title: str, x_title: str = "step", y_title: str = "", height: int = 
     layout = {
         "title": {"text": title, "font": {"size": 12, "color": "#212529"}, "x": 0.01, "xanchor": "left",
                   "y": 0.97, "yanchor": "top"},
-        "height": height, "margin": {"l": 8, "r": 8, "t": 28, "b": 8}, "font": FONT,
+        "height": height, "margin": {"l": 8, "r": 8, "t": TITLE_SPACE, "b": 8}, "font": FONT,
         "paper_bgcolor": "#ffffff", "plot_bgcolor": "#ffffff",
         "xaxis": {**AXIS, "title": {"text": x_title, "standoff": 4}},
         "yaxis": {**AXIS, "title": {"text": y_title, "standoff": 4}},
-        "legend": {"orientation": "h", "x": 0, "y": -0.32, "yanchor": "top", "font": {"size": 10}},
+        # above the plot, below the title: never over the axes' titles
+        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.0, "yanchor": "bottom",
+                   "font": {"size": 10}, "itemwidth": 30, "tracegroupgap": 0},
         "hovermode": "x unified", "shapes": [cursor(x)], "uirevision": title,
     }
     layout.update(extra)
     return layout
+
+
+def legend_rows(names: list[str], width: int = LEGEND_WIDTH) -> int:
+    """Rows a horizontal legend of `names` takes in a chart about `width` px wide (generous estimate)."""
+    rows, used = 1, 0
+    for name in names:
+        item = LEGEND_ITEM + LEGEND_CHAR * len(name)
+        if used and used + item > width:
+            rows, used = rows + 1, 0
+        used += item
+    return rows
+
+
+def finish(fig: dict, xs=None, integer: bool = True) -> dict:
+    """Make room for the legend above the plot, and give the x axis the range of the data `xs`."""
+    layout, data = fig["layout"], fig["data"]
+    names = [d.get("name", "") for d in data if d.get("showlegend", True)]
+    if len(data) > 1 and names:
+        layout["margin"]["t"] = layout["margin"]["t"] + 4 + LEGEND_ROW * legend_rows(names)
+    else:
+        layout["showlegend"] = False
+    if xs is not None:
+        layout["xaxis"].update(x_axis_range(xs, integer))
+    return fig
+
+
+def x_range(xs) -> list[float] | None:
+    """[lo, hi] of the values `xs` (None ignored) padded by 3 % of their span; one value: +- 10 % (at least 1)."""
+    values = [float(v) for v in xs if v is not None and np.isfinite(v)]
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    pad = 0.03 * (hi - lo) if hi > lo else max(1.0, 0.1 * abs(hi))
+    return [lo - pad, hi + pad]
+
+
+def x_axis_range(xs, integer: bool = True) -> dict:
+    """x axis settings for values `xs`: their padded range, and ticks only at the values themselves when
+    they are few integer steps close together (no tick at step -0.5 or 0.2)."""
+    span = x_range(xs)
+    if span is None:
+        return {}
+    out = {"range": span, "autorange": False}
+    values = sorted({float(v) for v in xs if v is not None and np.isfinite(v)})
+    if integer and (len(values) == 1 or values[-1] - values[0] < 10):
+        out.update(tickmode="array", tickvals=values, ticktext=[f"{v:,.0f}" for v in values])
+    return out
 
 
 def _message(title: str, text: str, height: int = 200) -> dict:
@@ -56,8 +109,11 @@ def _message(title: str, text: str, height: int = 200) -> dict:
 
 
 def _line(x, y, name: str, color: str, width: float = 1.6, dash: str = "solid", **extra) -> dict:
-    return {"type": "scatter", "mode": "lines", "x": list(x), "y": list(y), "name": name,
-            "line": {"color": color, "width": width, "dash": dash},
+    """A curve; sparse ones (a run with one checkpoint, a metric logged a few times) also show their points."""
+    x, y = list(x), list(y)
+    sparse = sum(v is not None for v in y) <= SPARSE
+    return {"type": "scatter", "mode": "lines+markers" if sparse else "lines", "x": x, "y": y, "name": name,
+            "line": {"color": color, "width": width, "dash": dash}, "marker": {"color": color, "size": 5},
             "hovertemplate": "%{y:.3~f}<extra>" + name + "</extra>", **extra}
 
 
@@ -83,7 +139,7 @@ def selectivity_figure(steps, series: dict[str, list], current: str | None, metr
             for i, (layer, ys) in enumerate(series.items())]
     layout = _layout(title, y_title=metric, x=x)
     layout["yaxis"]["range"] = [0, 1]
-    return {"data": data, "layout": layout}
+    return finish({"data": data, "layout": layout}, steps)
 
 
 def detectors_figure(steps, series: dict[str, list] | None, layer: str, x=None) -> dict:
@@ -95,18 +151,20 @@ def detectors_figure(steps, series: dict[str, list] | None, layer: str, x=None) 
             for i, (category, ys) in enumerate(series.items())]
     layout = _layout(title, y_title="concepts", x=x)
     layout["yaxis"]["rangemode"] = "tozero"
-    return {"data": data, "layout": layout}
+    return finish({"data": data, "layout": layout}, steps)
 
 
-def accuracy_figure(steps, series: dict[str, list], x=None) -> dict:
+def accuracy_figure(steps, series: dict[str, dict], x=None) -> dict:
+    """Accuracy metrics at the steps they were logged: `series` name -> {"x": steps, "y": values};
+    the x axis spans those steps and the checkpoints' `steps`."""
     title = "accuracy"
     if not series:
         return _message(title, "no accuracy metric recorded")
-    data = [_line(steps, ys, name, LINE_COLORS[i % len(LINE_COLORS)], connectgaps=True)
-            for i, (name, ys) in enumerate(series.items())]
+    data = [_line(s["x"], s["y"], name, LINE_COLORS[i % len(LINE_COLORS)], connectgaps=True)
+            for i, (name, s) in enumerate(series.items())]
     layout = _layout(title, y_title="accuracy", x=x)
     layout["yaxis"]["range"] = [0, 1.02]
-    return {"data": data, "layout": layout}
+    return finish({"data": data, "layout": layout}, [*steps, *(v for s in series.values() for v in s["x"])])
 
 
 # ------------------------------------------------------------------ unit detail
@@ -121,6 +179,12 @@ def class_means_figure(steps, classes: list[str], class_means, x=None) -> dict:
              "hovertemplate": "step %{x}<br>%{y}: %{z:.3f}<extra></extra>"}]
     layout = _layout("class means over training", y_title="", x=x, hovermode="closest", height=240)
     layout["shapes"][0]["line"]["color"] = "#ffffff"  # visible on the dark cells
+    steps = list(steps)
+    if len(steps) > 1:  # cells reach half way to their neighbours: no axis beyond the first and last step
+        layout["xaxis"].update(x_axis_range(steps))
+        layout["xaxis"]["range"] = [steps[0] - (steps[1] - steps[0]) / 2, steps[-1] + (steps[-1] - steps[-2]) / 2]
+    else:
+        layout["xaxis"].update(x_axis_range(steps))
     return {"data": data, "layout": layout}
 
 
@@ -128,7 +192,7 @@ def unit_selectivity_figure(steps, series: dict[str, list], x=None) -> dict:
     data = [_line(steps, ys, METRIC_TITLES.get(m, m), LINE_COLORS[i]) for i, (m, ys) in enumerate(series.items())]
     layout = _layout("selectivity over training", y_title="", x=x, height=240)
     layout["yaxis"]["range"] = [0, 1.02]
-    return {"data": data, "layout": layout}
+    return finish({"data": data, "layout": layout}, steps)
 
 
 def iou_figure(steps, series: dict[str, list], min_iou: float, x=None) -> dict:
@@ -144,7 +208,7 @@ def iou_figure(steps, series: dict[str, list], min_iou: float, x=None) -> dict:
                               "xanchor": "right", "yanchor": "bottom", "showarrow": False,
                               "font": {"size": 10, "color": "#e03131"}}]
     layout["yaxis"]["rangemode"] = "tozero"
-    return {"data": data, "layout": layout}
+    return finish({"data": data, "layout": layout}, steps)
 
 
 # ------------------------------------------------------------------ comparison
@@ -162,7 +226,7 @@ def compare_figure(title: str, curves: list[dict], runs: list[str], x_title: str
         layout["yaxis"]["range"] = list(y_range)
     else:
         layout["yaxis"]["rangemode"] = "tozero"
-    return {"data": data, "layout": layout}
+    return finish({"data": data, "layout": layout}, [v for c in curves for v in c["x"]], x_title == "step")
 
 
 def compare_facets(title: str, facets: dict[str, list[dict]], runs: list[str], x_title: str = "step",
@@ -181,7 +245,8 @@ def compare_facets(title: str, facets: dict[str, list[dict]], runs: list[str], x
         suffix = "" if i == 0 else str(i + 1)
         lo = i * (width + gap)
         layout[f"xaxis{suffix}"] = {**AXIS, "domain": [lo, lo + width], "anchor": f"y{suffix}", "nticks": 3,
-                                    "tickfont": {"size": 9}}
+                                    "tickfont": {"size": 9},
+                                    **x_axis_range([v for c in curves for v in c["x"]], x_title == "step")}
         layout[f"yaxis{suffix}"] = {**AXIS, "anchor": f"x{suffix}", "range": [0, top * 1.08 + 0.5],
                                     "showticklabels": i == 0, "title": {"text": y_title if i == 0 else ""}}
         layout["annotations"].append({"text": facet, "xref": "paper", "yref": "paper", "x": lo + width / 2,
@@ -195,4 +260,8 @@ def compare_facets(title: str, facets: dict[str, list[dict]], runs: list[str], x
             shown.add(c["run"])
     layout["margin"]["t"] = 44
     layout["title"]["text"] = f"{title} <span style='font-size:10px;color:#868e96'>({x_title})</span>"
-    return {"data": data, "layout": layout}
+    fig = finish({"data": data, "layout": layout})
+    if layout.get("showlegend") is not False:  # the facet names sit above the plots, the legend above them
+        plot_height = layout["height"] - layout["margin"]["t"] - 40  # about: less the x axis' ticks
+        layout["legend"]["y"] = 1.0 + 16 / max(1, plot_height)
+    return fig

@@ -6,6 +6,9 @@ The mask is Network Dissection's: the activation map upsampled bilinearly
 (`align_corners=False`) to the image's resolution, then `> threshold`. Outside the
 mask the image is dimmed; the mask's border is drawn in a bright outline. PNGs are
 encoded here with zlib (no imaging library needed).
+
+    uri = discrepancy_uri(thumb, pixels, size=96)   # occlusion: where hiding the image lowers the unit
+    uri = heat_uri(rf_canvas, size=72)              # an empirical receptive field, dark to bright
 """
 
 from __future__ import annotations
@@ -16,9 +19,15 @@ import zlib
 
 import numpy as np
 
-__all__ = ["bilinear_matrix", "encode_png", "mask_overlay", "overlay_uri", "png_uri", "upsample", "upsample_mask"]
+__all__ = ["bilinear_matrix", "discrepancy_overlay", "discrepancy_uri", "encode_png", "heat_rgb", "heat_uri",
+           "mask_overlay", "overlay_uri", "png_uri", "upsample", "upsample_mask"]
 
 OUTLINE_RGB = (255, 214, 0)
+DROP_RGB = (255, 60, 20)  # occluding here lowers the unit's activation
+RISE_RGB = (40, 120, 255)  # occluding here raises it
+NAN_RGB = (60, 60, 66)
+# a dark-to-bright ramp (black, purple, red, orange, pale yellow) for receptive fields
+HEAT = np.array([[0, 0, 4], [60, 15, 110], [150, 40, 110], [230, 90, 50], [252, 200, 40], [252, 255, 200]], float)
 DIM = 0.3  # brightness outside the mask
 
 
@@ -91,3 +100,42 @@ def overlay_uri(thumb, act_map=None, threshold: float | None = None, size: int =
     if act_map is not None and threshold is not None and np.all(np.isfinite(act_map)) and np.isfinite(threshold):
         image = mask_overlay(image, upsample_mask(act_map, threshold, size, size))
     return png_uri(image)
+
+
+def heat_rgb(values) -> np.ndarray:
+    """uint8 `[..., 3]`: values in [0, 1] on the HEAT ramp (clipped); NaN -> NAN_RGB."""
+    v = np.asarray(values, dtype=np.float64)
+    x = np.clip(np.nan_to_num(v, nan=0.0), 0.0, 1.0) * (len(HEAT) - 1)
+    lo = np.minimum(np.floor(x).astype(np.int64), len(HEAT) - 2)
+    f = (x - lo)[..., None]
+    rgb = HEAT[lo] * (1 - f) + HEAT[lo + 1] * f
+    rgb[np.isnan(v)] = NAN_RGB
+    return np.floor(rgb + 0.5).astype(np.uint8)
+
+
+def heat_uri(canvas, size: int = 72) -> str:
+    """Data URI of a 2-D map (e.g. an empirical RF) scaled by its maximum, nearest-upscaled to `size` px."""
+    canvas = np.asarray(canvas, dtype=np.float64)
+    top = np.nanmax(canvas) if np.isfinite(canvas).any() else np.nan
+    scaled = canvas / top if np.isfinite(top) and top > 0 else np.full_like(canvas, np.nan)
+    return png_uri(_nearest(heat_rgb(scaled), size))
+
+
+def discrepancy_overlay(thumb, pixels) -> np.ndarray:
+    """uint8 `[H, W, 3]`: the image grayed and dimmed, red where occluding lowers the unit's activation
+    (`pixels` > 0), blue where it raises it, opacity proportional to |value| / max |value|."""
+    thumb = np.asarray(thumb, dtype=np.float64)
+    pixels = np.asarray(pixels, dtype=np.float64)
+    gray = thumb.mean(axis=-1, keepdims=True) * 0.55 + 20
+    top = np.nanmax(np.abs(pixels)) if np.isfinite(pixels).any() else 0.0
+    if not top > 0:
+        return np.clip(gray.repeat(3, axis=-1) + 0.5, 0, 255).astype(np.uint8)
+    a = np.clip(np.nan_to_num(pixels, nan=0.0) / top, -1.0, 1.0)[..., None]
+    color = np.where(a > 0, np.asarray(DROP_RGB, float), np.asarray(RISE_RGB, float))
+    alpha = 0.85 * np.abs(a)
+    return np.clip(gray * (1 - alpha) + color * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def discrepancy_uri(thumb, pixels, size: int = 96) -> str:
+    """Data URI of `discrepancy_overlay` scaled to `size` px (`pixels` at the thumbnail's resolution)."""
+    return png_uri(_nearest(discrepancy_overlay(thumb, pixels), size))

@@ -15,33 +15,38 @@ from dash import dcc, html
 from viewer import colors
 
 __all__ = ["ID", "SPEEDS", "app_shell", "compare_page", "compare_panel", "empty_page", "legend", "map_page",
-           "message", "slider_marks", "unit_panel"]
+           "message", "occlusion_block", "slider_marks", "unit_panel"]
 
 SPEEDS = {"1 fps": 1000, "3 fps": 333, "6 fps": 167, "12 fps": 83, "25 fps": 40}
 DEFAULT_SPEED = 167
 LIVE_POLL_MS = 1000  # how often the page asks whether new checkpoints were committed
 MAX_LEGEND = 40  # classes listed by name in a legend
+RULE_NOTE = ("A layer is signed when any probe response is negative (a conv before its ReLU, BatchNorm, logits): "
+             "its selectivity is measured on class means above each unit's smallest response, not above 0. "
+             "A unit is dead only when its response is the same on every probe image.")
 
 
 class ID:
     url = "url"
     page = "page"
+    route = "route"  # the page key of the URL (its path and query less the unit): a new key, a new page
     live, c_live, empty_live = "map-live", "cmp-live", "empty-live"
     # layer map
     run, layer, by, metric, order = "map-run", "map-layer", "map-by", "map-metric", "map-order"
     data, charts, n, unit = "map-data", "map-charts", "map-n", "map-unit"
+    version, synced = "map-version", "map-synced"  # metric values logged; the URL kept in step
     hover, painted, hover_note = "map-hover", "map-painted", "map-hover-note"
     canvas, stage, legend, title = "map-canvas", "map-stage", "map-legend", "map-title"
     slider, play, speed, interval, label = "map-t", "map-play", "map-speed", "map-interval", "map-step-label"
     status, body = "map-status", "map-body"
-    hist, sel, det, acc = "map-hist", "map-sel", "map-det", "map-acc"
+    hist, sel, det, acc, rf = "map-hist", "map-sel", "map-det", "map-acc", "map-rf"
     panel, close = "unit-panel", "unit-close"
     # comparison
     c_runs, c_layer, c_by, c_metric, c_align = "cmp-runs", "cmp-layer", "cmp-by", "cmp-metric", "cmp-align"
-    c_data, c_charts, c_n = "cmp-data", "cmp-charts", "cmp-n"
+    c_data, c_charts, c_n, c_version = "cmp-data", "cmp-charts", "cmp-n", "cmp-version"
     c_grid, c_slider, c_play, c_speed, c_interval = "cmp-grid", "cmp-t", "cmp-play", "cmp-speed", "cmp-interval"
     c_label, c_status, c_legend = "cmp-step-label", "cmp-status", "cmp-legend"
-    c_sel, c_det, c_acc = "cmp-sel", "cmp-det", "cmp-acc"
+    c_sel, c_det, c_acc, c_rf = "cmp-sel", "cmp-det", "cmp-acc", "cmp-rf"
 
 
 GRAPH_CONFIG = {"displayModeBar": False, "responsive": True}
@@ -63,6 +68,7 @@ def app_shell(root_label: str) -> html.Div:
     """The frame of every page: header with navigation, the page slot, the live poll."""
     return html.Div([
         dcc.Location(id=ID.url, refresh="callback-nav"),
+        dcc.Store(id=ID.route),
         html.Header([
             html.Div([html.Span("tuneline", className="tl-logo"),
                       html.Span("watch units become tuned", className="tl-tagline")], className="tl-brand"),
@@ -111,8 +117,9 @@ def _timeline(slider: str, play: str, speed: str, interval: str, label: str) -> 
     ], className="tl-timeline", title="← / → step through checkpoints")
 
 
-def legend(classes: list[str], class_colors: list[str]) -> list:
-    """Class names with their hues, the saturation ramp, and the dead / no-data swatches."""
+def legend(classes: list[str], class_colors: list[str], rule: str | None = None) -> list:
+    """Class names with their hues, the saturation ramp, the dead / no-data swatches, and the
+    selectivity rule in force (`LayerRecord.rule`: signed layers measure above each unit's floor)."""
     items = [html.Span([html.Span(className="tl-swatch", style={"background": c}), name], className="tl-legend-item")
              for name, c in zip(classes[:MAX_LEGEND], class_colors)]
     if len(classes) > MAX_LEGEND:
@@ -128,11 +135,17 @@ def legend(classes: list[str], class_colors: list[str]) -> list:
         html.Span([html.Span(className="tl-swatch", style={"background": colors.to_hex(colors.NAN_RGB)}), "no data"],
                   className="tl-legend-item"),
     ]
-    return [html.Div(items, className="tl-legend-classes"), html.Div(extras, className="tl-legend-extras")]
+    out = [html.Div(items, className="tl-legend-classes"), html.Div(extras, className="tl-legend-extras")]
+    if rule:
+        out.append(html.Div(f"selectivity rule: {rule}", className="tl-legend-rule", title=RULE_NOTE))
+    return out
 
 
-def _graph(id_: str) -> dcc.Graph:
-    return dcc.Graph(id=id_, config=GRAPH_CONFIG, className="tl-graph", figure={"data": [], "layout": {"height": 200}})
+def _graph(id_: str, hidden: bool = False):
+    """A chart; a `hidden` one (receptive fields) sits in a box `<id>-box` the browser shows once it has a
+    figure for it."""
+    graph = dcc.Graph(id=id_, config=GRAPH_CONFIG, className="tl-graph", figure={"data": [], "layout": {"height": 200}})
+    return html.Div(graph, id=f"{id_}-box", className="tl-graph", style={"display": "none"}) if hidden else graph
 
 
 def map_page(run_options: list[dict], controls: dict, notice: str | None = None, unit: int | None = None) -> html.Div:
@@ -159,12 +172,13 @@ def map_page(run_options: list[dict], controls: dict, notice: str | None = None,
                 html.Div(id=ID.legend, className="tl-legend"),
                 _timeline(ID.slider, ID.play, ID.speed, ID.interval, ID.label),
             ], className="tl-map-card tl-card"),
-            html.Section([_graph(ID.hist), _graph(ID.sel), _graph(ID.det), _graph(ID.acc)],
+            html.Section([_graph(ID.hist), _graph(ID.sel), _graph(ID.det), _graph(ID.acc), _graph(ID.rf, hidden=True)],
                          className="tl-charts tl-card"),
         ], id=ID.body, className="tl-body"),
         html.Section(id=ID.panel, className="tl-unit-panel"),
         dcc.Store(id=ID.data), dcc.Store(id=ID.charts), dcc.Store(id=ID.n, data=c.get("n")),
         dcc.Store(id=ID.unit, data=unit), dcc.Store(id=ID.hover), dcc.Store(id=ID.painted),
+        dcc.Store(id=ID.version), dcc.Store(id=ID.synced),
         html.Div(id=ID.hover_note, hidden=True),
         dcc.Interval(id=ID.live, interval=LIVE_POLL_MS),
     ], className="tl-map-page")
@@ -180,16 +194,44 @@ def _image_card(image: dict) -> html.Figure:
                        className="tl-topk")
 
 
-def unit_panel(title: str, subtitle: str, figures: list[dict], images: list[dict], images_note: str) -> list:
-    """The unit detail: header, three figures, the top-k images at the selected checkpoint."""
+def unit_panel(title: str, subtitle: str, figures: list[dict], images: list[dict], images_note: str,
+               rule: str | None = None, occlusion: dict | None = None) -> list:
+    """The unit detail: header (with the selectivity rule in force), three figures, the top-k images at
+    the selected checkpoint, and the occlusion block (`occlusion_block`) when the layer has occlusion."""
+    head = [html.H3(title, className="tl-unit-title"), html.Div(subtitle, className="tl-unit-sub")]
+    if rule:
+        head.append(html.Div(f"selectivity rule: {rule}", className="tl-unit-rule", title=RULE_NOTE))
     return [
-        html.Div([html.Div([html.H3(title, className="tl-unit-title"), html.Div(subtitle, className="tl-unit-sub")]),
-                  html.Button("×", id=ID.close, className="tl-close", title="close", n_clicks=0)],
+        html.Div([html.Div(head), html.Button("×", id=ID.close, className="tl-close", title="close", n_clicks=0)],
                  className="tl-unit-head"),
         html.Div([dcc.Graph(figure=f, config=GRAPH_CONFIG, className="tl-graph") for f in figures],
                  className="tl-unit-figs"),
         html.Div(images_note, className="tl-unit-note"),
         html.Div([_image_card(im) for im in images], className="tl-topk-row", id="unit-topk"),
+        *([] if occlusion is None else occlusion_block(occlusion)),
+    ]
+
+
+def occlusion_block(section: dict) -> list:
+    """A unit's occlusion (`viewer.unit_rf.occlusion_section`): mask | discrepancy pairs of its top images,
+    its RF and RF size over training, and a strip of its RF at the occluded checkpoints."""
+    out = [html.H4("Occlusion and receptive field", className="tl-unit-h4"),
+           html.Div(section["note"], className="tl-unit-note", id="unit-occ-note")]
+    if "cards" not in section:
+        return out
+    pairs = [html.Figure([html.Div([html.Img(src=c["mask"], className="tl-topk-img", alt="dissection mask"),
+                                    html.Img(src=c["occ"], className="tl-topk-img tl-occ-img",
+                                             alt="discrepancy map")], className="tl-pair"),
+                          html.Figcaption(c["caption"])], className="tl-topk") for c in section["cards"]]
+    strip = [html.Figure([html.Img(src=s["src"], className="tl-strip-img" + (" tl-current" if s["current"] else ""),
+                                   alt=f"RF at step {s['step']}"),
+                          html.Figcaption(f"{s['step']:,}")], className="tl-strip-item") for s in section["strip"]]
+    return out + [
+        html.Div(pairs, className="tl-topk-row", id="unit-occ"),
+        html.Div([dcc.Graph(figure=f, config=GRAPH_CONFIG, className="tl-graph") for f in section["figures"]]
+                 + [html.Div([html.Div("empirical RF at each occluded checkpoint (step)", className="tl-strip-title"),
+                              html.Div(strip, className="tl-strip", id="unit-rf-strip")], className="tl-strip-box")],
+                 className="tl-unit-figs tl-rf-figs"),
     ]
 
 
@@ -218,8 +260,9 @@ def compare_page(run_options: list[dict], runs: list[str], controls: dict | None
             html.Div(id=ID.c_grid, className="tl-grid"),
             html.Div(id=ID.c_legend, className="tl-legend"),
         ], className="tl-card tl-compare-card"),
-        html.Section([_graph(ID.c_sel), _graph(ID.c_det), _graph(ID.c_acc)], className="tl-compare-charts tl-card"),
-        dcc.Store(id=ID.c_data), dcc.Store(id=ID.c_charts), dcc.Store(id=ID.c_n),
+        html.Section([_graph(ID.c_sel), _graph(ID.c_det), _graph(ID.c_acc), _graph(ID.c_rf, hidden=True)],
+                     className="tl-compare-charts tl-card"),
+        dcc.Store(id=ID.c_data), dcc.Store(id=ID.c_charts), dcc.Store(id=ID.c_n), dcc.Store(id=ID.c_version),
         dcc.Interval(id=ID.c_live, interval=LIVE_POLL_MS),
     ], className="tl-compare-page")
 

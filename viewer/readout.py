@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 
-from recorder import metrics
 from recorder.metrics import DETECTOR_MIN_IOU
 from recorder.schema import GROUPINGS, SELECTIVITY_METRICS
 from recorder.store import Run
@@ -27,7 +26,7 @@ from viewer import colors
 __all__ = ["GROUPING_LABELS", "METRIC_LABELS", "ViewError", "align_rows", "available_groupings",
            "available_metrics", "b64", "class_counts", "concept_state", "detector_series", "hover_key", "hover_payload",
            "layer_payload",
-           "layer_state", "run_series", "unit_detail"]
+           "layer_state", "run_series", "scalar_version", "top_images", "unit_detail"]
 
 GROUPING_LABELS = {"true": "probe, by true label", "pred": "probe, by predicted label",
                    "train": "training batches, cumulative", "train_window": "training batches, this window"}
@@ -93,8 +92,7 @@ def layer_state(run: Run, layer: str, by: str, metric: str) -> dict[str, np.ndar
     """dominant int64 [T, K], selectivity float64 [T, K], dead bool [T, K] of one layer."""
     _check(run, layer, by, metric)
     rec = run.layer(layer)
-    mu = rec.class_means(by)
-    return {"dominant": rec.dominant(by), "selectivity": rec.selectivity(metric, by), "dead": metrics.is_dead(mu)}
+    return {"dominant": rec.dominant(by), "selectivity": rec.selectivity(metric, by), "dead": rec.dead(by)}
 
 
 def concept_state(run: Run, layer: str, min_iou: float = DETECTOR_MIN_IOU) -> dict | None:
@@ -156,6 +154,7 @@ def layer_payload(run: Run, run_id: str, layer: str, by: str = "true", metric: s
         "sat_dead": colors.SAT_DEAD, "sat_nan": colors.SAT_NAN,
         "palette": b64(colors.palette(n_c)), "dead_rgb": list(colors.DEAD_RGB), "nan_rgb": list(colors.NAN_RGB),
         "order": b64(order.astype("<u4")),
+        "signed": bool(run.layer(layer).signed), "rule": run.layer(layer).rule,
     }
 
 
@@ -204,7 +203,9 @@ def _nanmean_rows(a: np.ndarray) -> list:
 def run_series(run: Run, by: str = "true", metric: str = "si") -> dict:
     """Curves vs checkpoint: steps, epochs, mean selectivity per layer, accuracy metrics.
 
-    Layers that did not record `by` / `metric` are left out of "selectivity".
+    Layers that did not record `by` / `metric` are left out of "selectivity". Accuracy
+    metrics are `{"x": steps, "y": values}` at the steps they were logged (`run.scalar`),
+    not at the checkpoint rows.
     """
     out = {"steps": [int(s) for s in run.steps], "epochs": _floats(run.epochs), "selectivity": {},
            "accuracy": {}}
@@ -214,10 +215,17 @@ def run_series(run: Run, by: str = "true", metric: str = "si") -> dict:
         except ViewError:
             continue
         out["selectivity"][layer] = _nanmean_rows(run.layer(layer).selectivity(metric, by))
-    for name in run.metric_names:
+    for name in run.scalar_names:
         if "acc" in name.lower():
-            out["accuracy"][name] = _floats(run.metric(name))
+            steps, values = run.scalar(name)
+            out["accuracy"][name] = {"x": [int(s) for s in steps], "y": _floats(values)}
     return out
+
+
+def scalar_version(run: Run) -> int:
+    """A number that changes whenever a metric value is logged (the stored counts summed)."""
+    counts = run.attrs.get("scalars") or {}
+    return int(sum(int(c) for c in counts.values())) + len(counts)
 
 
 def detector_series(run: Run, layer: str, min_iou: float = DETECTOR_MIN_IOU,
@@ -258,7 +266,7 @@ def unit_detail(run: Run, layer: str, unit: int, by: str = "true", t: int = -1,
     sel = {m: _floats(rec.selectivity(m, by)[:, unit]) for m in available_metrics(run, layer, by)}
     out = {"layer": layer, "unit": int(unit), "t": t, "step": int(run.steps[t]), "steps": [int(s) for s in run.steps],
            "classes": run.classes, "class_means": mu.T, "selectivity": sel,
-           "dominant": int(rec.dominant(by)[t, unit]), "dead": bool(metrics.is_dead(mu[t][:, None])[0]),
+           "dominant": int(rec.dominant(by)[t, unit]), "dead": bool(rec.dead(by)[t, unit]), "rule": rec.rule,
            "iou": {}, "best": None, "min_iou": float(min_iou), "images": []}
     if rec.has("iou") and run.concepts:
         iou = rec.iou[:, unit, :].astype(np.float64)  # [T, P]
@@ -269,11 +277,11 @@ def unit_detail(run: Run, layer: str, unit: int, by: str = "true", t: int = -1,
             p = int(np.nanargmax(iou[t]))
             out["best"] = {"concept": concepts[p].name, "category": concepts[p].category,
                            "iou": float(iou[t, p]), "detector": bool(iou[t, p] > min_iou)}
-    out["images"] = _top_images(run, rec, unit, t)
+    out["images"] = top_images(run, rec, unit, t)
     return out
 
 
-def _top_images(run: Run, rec, unit: int, t: int) -> list[dict]:
+def top_images(run: Run, rec, unit: int, t: int) -> list[dict]:
     if not rec.has("topk_index"):
         return []
     index = rec.row("topk_index", t)[unit]

@@ -3,7 +3,8 @@
     route(registry, "/", "?run=sweep/base")          # the page for a URL
     map_controls(registry, "sweep/base")             # options and values of the selectors
     map_view(registry, "sweep/base", "conv4", "true", "si")   # payload, slider range, legend
-    map_charts(...), unit_view(...), compare_view(...), compare_charts(...)
+    map_charts(...), unit_view(...)
+    compare_view(...), compare_charts(...)           # from viewer.compare
 
 `viewer.callbacks` registers these with Dash; tests call them directly. A request
 that cannot be shown (unknown run, damaged run, nothing recorded) gives a message,
@@ -15,21 +16,19 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qs
 
-import numpy as np
-
-from viewer import figures, images, readout
+from viewer import figures, images, readout, receptive, rf_figures, unit_rf
 from viewer.colors import class_hex
+from viewer.compare import (MAX_COMPARE, committed, compare_charts, compare_controls, compare_view, config_notes,
+                            default_comparison, poll, preferred_accuracy)
 from viewer.data import Registry, ViewError
-from viewer.layout import (compare_page, compare_panel, empty_page, legend, map_page, message, slider_marks,
-                           unit_panel)
+from viewer.layout import compare_page, empty_page, legend, map_page, message, slider_marks, unit_panel
 from viewer.readout import GROUPING_LABELS, METRIC_LABELS
 
 __all__ = ["committed", "compare_charts", "compare_controls", "compare_view", "config_notes", "default_comparison",
            "map_charts", "map_controls", "map_hover", "map_view", "new_run_options", "parse_query", "poll",
-           "preferred_accuracy", "route", "run_options", "unit_view"]
+           "preferred_accuracy", "route", "run_options", "scalar_version", "unit_view"]
 
 log = logging.getLogger(__name__)
-MAX_COMPARE = 6  # runs shown side by side
 HOW_TO_RECORD = "Record one with recorder.Recorder(..., store='<folder>/<run>') or `python -m training demo`."
 
 
@@ -50,15 +49,6 @@ def parse_query(search: str | None) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(search.lstrip("?"), keep_blank_values=False).items() if v}
 
 
-def default_comparison(run_ids: list[str], n: int = 4) -> list[str]:
-    """The first n runs of the folder (sweep) holding the most runs."""
-    groups: dict[str, list[str]] = {}
-    for run_id in run_ids:
-        groups.setdefault(run_id.rpartition("/")[0], []).append(run_id)
-    best = max(groups.values(), key=len, default=[])
-    return best[:n]
-
-
 def route(registry: Registry, pathname: str | None, search: str | None):
     """The page for a URL: '/' (layer map), '/compare' (run comparison)."""
     entries = registry.entries()
@@ -76,7 +66,7 @@ def route(registry: Registry, pathname: str | None, search: str | None):
         wanted = [r for r in query.get("runs", "").split(",") if r]
         known = {e.id for e in entries}
         unknown = [r for r in wanted if r not in known]
-        runs = [r for r in wanted if r in known] or default_comparison(readable)
+        runs = [r for r in wanted if r in known] or default_comparison(registry, readable)
         notice = f"unknown runs {unknown} were left out" if unknown else None
         runs = runs[:MAX_COMPARE]
         return compare_page(options, runs, compare_controls(registry, runs, query.get("layer")), notice)
@@ -155,9 +145,9 @@ def map_view(registry: Registry, run_id, layer, by, metric) -> dict:
         kind = "warn" if "no committed checkpoints" in str(exc) else "error"
         return {**empty, "status": message(str(exc), kind)}
     title = (f"{run.name} · {layer} · {payload['K']} units — hue: dominant class ({GROUPING_LABELS[by]}), "
-             f"saturation: {METRIC_LABELS[metric]}")
+             f"saturation: {METRIC_LABELS[metric]}" + (" · signed layer" if payload["signed"] else ""))
     return {"payload": payload, "max": payload["T"] - 1, "marks": slider_marks(payload["steps"]), "title": title,
-            "legend": legend(payload["classes"], payload["class_colors"]), "status": None}
+            "legend": legend(payload["classes"], payload["class_colors"], payload["rule"]), "status": None}
 
 
 def map_hover(registry: Registry, run_id, layer) -> dict | None:
@@ -186,7 +176,22 @@ def map_charts(registry: Registry, run_id, layer, by, metric) -> dict | None:
         "sel": figures.selectivity_figure(steps, series["selectivity"], layer, metric, x=x),
         "det": figures.detectors_figure(steps, det, layer, x=x),
         "acc": figures.accuracy_figure(steps, series["accuracy"], x=x),
+        "rf": rf_layers_figure(registry, run_id, x),
     }
+
+
+def rf_layers_figure(registry: Registry, run_id, x=None) -> dict | None:
+    """Empirical RF size over training of every layer with occlusion (median, 25-75 %); None without."""
+    try:
+        run = registry.run(run_id)
+        series = [{"name": layer, **s} for layer in run.layers
+                  if (s := receptive.rf_series(run, layer)) is not None]
+    except (ViewError, OSError, ValueError) as exc:
+        log.warning("cannot read the receptive fields of run %r: %s", run_id, exc)
+        return None
+    if not series:
+        return None
+    return rf_figures.rf_size_figure("empirical RF size over training", series, x=x)
 
 
 def unit_view(registry: Registry, run_id, layer, unit, by, metric, t) -> list:
@@ -205,7 +210,7 @@ def unit_view(registry: Registry, run_id, layer, unit, by, metric, t) -> list:
     parts = [f"step {d['step']:,}", f"dominant class: {dom}",
              f"{METRIC_LABELS.get(metric, metric)}: {'n/a' if sel is None else f'{sel:.2f}'}"]
     if d["dead"]:
-        parts.append("dead")
+        parts.append("dead (the same response on every probe image)")
     if d["best"]:
         b = d["best"]
         parts.append(f"best concept: {b['concept']} ({b['category']}), IoU {b['iou']:.3f}"
@@ -228,171 +233,17 @@ def unit_view(registry: Registry, run_id, layer, unit, by, metric, t) -> list:
         masked = any(im["map"] is not None and im["threshold"] is not None for im in d["images"])
         note = (f"top {len(cards)} probe images at step {d['step']:,}"
                 + (" — outside the unit's thresholded activation mask dimmed, mask outlined" if masked else ""))
-    return unit_panel(f"{layer} · unit {d['unit']}", " · ".join(parts), figs, cards, note)
-
-
-def poll(registry: Registry, run_ids) -> dict[str, int]:
-    """Committed row counts of the given runs (unreadable or unknown ones left out)."""
-    out = {}
-    for run_id in run_ids if isinstance(run_ids, list) else []:
-        if not isinstance(run_id, str):
-            continue
-        try:
-            out[run_id] = registry.poll(run_id)
-        except ViewError:
-            continue
-    return out
-
-
-# ------------------------------------------------------------------ comparison
-
-
-def _names(*values) -> bool:
-    """Whether every value is a plain name (layer, grouping, metric, alignment), as the browser should send."""
-    return all(isinstance(v, str) for v in values)
-
-
-def committed(registry: Registry, run_id) -> int | None:
-    """The run's committed row count; None for anything that is not a readable run."""
-    return poll(registry, [run_id]).get(run_id) if isinstance(run_id, str) else None
-
-
-def _runs(registry: Registry, run_ids) -> tuple[list, list[str]]:
-    runs, problems = [], []
-    run_ids = [r for r in run_ids if isinstance(r, str)] if isinstance(run_ids, list) else []
-    for run_id in run_ids[:MAX_COMPARE]:
-        try:
-            runs.append((run_id, registry.run(run_id)))
-        except ViewError as exc:
-            problems.append(str(exc))
-    return runs, problems
-
-
-def compare_controls(registry: Registry, run_ids, layer=None, by=None, metric=None) -> dict:
-    """Layers the chosen runs share, and groupings / metrics they all recorded."""
-    runs, _ = _runs(registry, run_ids)
-    out = {"layers": [], "layer": None, "bys": [], "by": by, "metrics": [], "metric": metric}
-    if not runs:
-        return out
-    common = [name for name in runs[0][1].layers if all(name in r.layers for _, r in runs)]
-    layer = layer if layer in common else (common[0] if common else None)
-    out.update(layers=[{"label": n, "value": n} for n in common], layer=layer)
-    if layer is None:
-        return out
     try:
-        bys = [g for g in GROUPING_LABELS if all(g in readout.available_groupings(r, layer) for _, r in runs)]
-        by = by if by in bys else (bys[0] if bys else None)
-        metrics = [m for m in METRIC_LABELS if by and all(m in readout.available_metrics(r, layer, by)
-                                                          for _, r in runs)]
-    except Exception:  # noqa: BLE001
-        log.warning("cannot list the groupings of runs %r", run_ids, exc_info=True)
-        return out
-    metric = metric if metric in metrics else (metrics[0] if metrics else None)
-    out.update(bys=[{"label": GROUPING_LABELS[g], "value": g, "disabled": g not in bys} for g in GROUPING_LABELS],
-               by=by, metrics=[{"label": METRIC_LABELS[m], "value": m, "disabled": m not in metrics}
-                               for m in METRIC_LABELS], metric=metric)
-    return out
+        occlusion = unit_rf.occlusion_section(run, layer, d["unit"], d["t"])
+    except (OSError, ValueError) as exc:  # a damaged occlusion array: the rest of the unit still shows
+        occlusion = {"note": f"occlusion cannot be read: {str(exc)[:200]}"}
+    return unit_panel(f"{layer} · unit {d['unit']}", " · ".join(parts), figs, cards, note, d["rule"], occlusion)
 
 
-def config_notes(configs: list[dict]) -> list[str]:
-    """Per run, the config values that differ between the runs ('wd=0.0001, dropout=0.5')."""
-    keys = sorted({k for c in configs for k in c})
-    differ = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1 and k != "seed"]
-    differ = differ or [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
-    notes = []
-    for c in configs:
-        text = ", ".join(f"{k}={c.get(k)}" for k in differ[:4] if not isinstance(c.get(k), (dict, list)))
-        notes.append(text if len(text) <= 70 else text[:67] + "...")
-    return notes
-
-
-def compare_view(registry: Registry, run_ids, layer, by, metric, align="step") -> dict:
-    """Payloads of every chosen run's layer, aligned on one slider; panels and legend."""
-    empty = {"data": None, "grid": [], "max": 0, "marks": {}, "legend": [], "status": None}
-    runs, problems = _runs(registry, run_ids)
-    if not runs:
-        return {**empty, "status": message("; ".join(problems) or "Pick runs to compare.",
-                                           "error" if problems else "info")}
-    if not _names(layer, by, metric):
-        names = ", ".join(f"{run_id} ({', '.join(run.layers)})" for run_id, run in runs)
-        return {**empty, "status": message(f"The chosen runs share no layer with a common grouping and metric: "
-                                           f"{names}.", "warn")}
-    payloads, hovers, shown = [], [], []
-    for run_id, run in runs:
-        try:
-            registry.poll(run_id)
-            payloads.append(registry.payload(run_id, layer, by, metric))
-            hovers.append(registry.hover(run_id, layer))
-            shown.append((run_id, run))
-        except ViewError as exc:
-            problems.append(str(exc))
-    if not payloads:
-        return {**empty, "status": message("; ".join(problems), "error")}
+def scalar_version(registry: Registry, run_id) -> int | None:
+    """Changes whenever the run logs a metric value (`readout.scalar_version`); None for no readable run."""
     try:
-        aligned = readout.align_rows([p["steps"] for p in payloads], align)
-    except ViewError as exc:
-        return {**empty, "status": message(str(exc), "error")}
-    positions = aligned["positions"]
-    if align == "step":
-        marks = slider_marks(positions)
-    else:
-        marks = {i: {"label": f"{p:.0%}"} for i, p in enumerate(positions)
-                 if i in {round(j * (len(positions) - 1) / 4) for j in range(5)}}
-    notes = config_notes([run.config for _, run in shown])
-    grid = [compare_panel(i, run_id, note) for i, ((run_id, _), note) in enumerate(zip(shown, notes))]
-    first = payloads[0]
-    return {"data": {"runs": payloads, "hovers": hovers, "align": align, "positions": positions,
-                     "rows": aligned["rows"]},
-            "grid": grid, "max": max(0, len(positions) - 1), "marks": marks,
-            "legend": legend(first["classes"], first["class_colors"]),
-            "status": message("; ".join(problems), "warn") if problems else None}
-
-
-def _x(steps: list[int], align: str) -> list[float]:
-    if align == "step" or not steps:
-        return list(steps)
-    s = np.asarray(steps, dtype=np.float64)
-    span = s[-1] - s[0]
-    return ((s - s[0]) / span).tolist() if span > 0 else [1.0] * len(steps)
-
-
-def preferred_accuracy(names: list[str]) -> str | None:
-    """The accuracy metric to compare runs by: held-out first, then validation, test, probe, training."""
-    for word in ("heldout", "held_out", "val", "test", "probe", "train", "acc"):
-        for name in names:
-            if word in name.lower():
-                return name
-    return names[0] if names else None
-
-
-def compare_charts(registry: Registry, run_ids, layer, by, metric, align="step") -> dict | None:
-    """Overlaid curves per run: mean selectivity of the layer, unique detectors per category, accuracy."""
-    runs, _ = _runs(registry, run_ids)
-    if not runs or not _names(layer, by, metric, align):
+        registry.poll(run_id)
+        return readout.scalar_version(registry.run(run_id))
+    except ViewError:
         return None
-    sel, det, acc = [], {}, []
-    acc_names = set()
-    for run_id, _ in runs:
-        try:
-            series = registry.series(run_id, by, metric)
-            detectors = registry.detectors(run_id, layer)
-        except ViewError:
-            continue
-        x = _x(series["steps"], align)
-        if layer in series["selectivity"]:
-            sel.append({"x": x, "y": series["selectivity"][layer], "run": run_id})
-        for category, ys in (detectors or {}).items():
-            det.setdefault(category, []).append({"x": x, "y": ys, "run": run_id})
-        name = preferred_accuracy(list(series["accuracy"]))
-        if name is not None:
-            acc.append({"x": x, "y": series["accuracy"][name], "run": run_id})
-            acc_names.add(name)
-    ids = [run_id for run_id, _ in runs]
-    x_title = "step" if align == "step" else "fraction of training"
-    return {
-        "sel": figures.compare_figure(f"mean {figures.METRIC_TITLES.get(metric, metric)} · {layer}", sel, ids,
-                                      x_title, metric, y_range=(0, 1)),
-        "det": figures.compare_facets(f"unique detectors per category · {layer}", det, ids, x_title, "concepts"),
-        "acc": figures.compare_figure(" / ".join(sorted(acc_names)) or "accuracy", acc, ids, x_title, "accuracy",
-                                      y_range=(0, 1.02)),
-    }

@@ -15,6 +15,19 @@ target class, with a blob-shaped activation map each. Held-out accuracy rises.
 Everything is deterministic in `seed`; row t depends only on (seed, t), so a run can
 be written a few rows at a time (`append`), as a live training run would be.
 Writes through `recorder.store.RunWriter` only.
+
+Options: `signed=("conv3",)` shifts those layers' responses below 0 and stores each
+unit's smallest response (`response_min`) and the layer attribute `signed`, as a conv
+recorded before its ReLU would; dead units there respond the same negative value to
+every image. `heldout_offset=50` logs held-out accuracy 50 steps after each row
+(`log_scalars`), not with the row. `occlusion=dict(patch=8, stride=4, every=2)` stores
+every `every`-th row discrepancy maps of each unit's top-k images (a bump around the
+image's shape, of the unit's receptive-field width, which narrows as the unit tunes),
+the empirical RF re-centred from them, `rf_size` as DESIGN.md defines it, and the layer
+attributes `occlusion` and `theoretical_rf`; other rows hold NaN.
+
+    python tests/support/synthetic.py runs/live --layers fc=16 --checkpoints 8 --stdin
+    # a writer process: each line "N" on stdin appends rows up to N; it answers "N committed"
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +43,7 @@ import numpy as np
 from recorder.schema import Concept
 from recorder.store import RunWriter
 
-__all__ = ["CLASSES", "CONCEPTS", "SyntheticRun"]
+__all__ = ["CLASSES", "CONCEPTS", "SyntheticRun", "recentred_mean", "rf_size", "serve_stdin"]
 
 CLASSES = ["circle", "square", "triangle", "stripes", "ring", "cross", "dots", "checker", "diamond", "wave"]
 CONCEPTS = [Concept(n, "color") for n in ("red", "green", "blue", "yellow", "white")] + \
@@ -80,6 +94,9 @@ class SyntheticRun:
     detector_gain: float = 1.0  # scales the units' peak IoU with their concept
     config: dict = field(default_factory=dict)  # stored as the run's config
     name: str | None = None
+    signed: tuple[str, ...] = ()  # layers whose responses go below 0 (response_min, attribute signed)
+    heldout_offset: int = 0  # held-out accuracy logged this many steps after each row (0: with the row)
+    occlusion: dict | None = None  # {patch, stride, every}: occlusion arrays every `every`-th row
 
     def __post_init__(self):
         rng = np.random.default_rng(self.seed)
@@ -146,7 +163,14 @@ class SyntheticRun:
         c, k = len(self.classes), len(u.target)
         mu = self._class_means(u, x, rng)
         counts = np.full(c, self.per_class, dtype=np.int64)
+        floor = None
+        if name in self.signed:  # before the ReLU: most means below 0; the dead respond -shift to everything
+            shift = 1.2 * u.base
+            mu = mu - shift
+            floor = np.where(x >= u.dead_from, -shift, mu.min(axis=0) - 0.3 * u.base)
         row = {"sum_true": (mu * counts[:, None]).astype(np.float32), "count_true": counts}
+        if floor is not None:
+            row["response_min"] = floor.astype(np.float32)
         g = _sigmoid((x - u.onset) / 0.08)
         live = x < u.dead_from
         si_like = u.strength * g / (2.0 + u.strength * g)
@@ -164,7 +188,43 @@ class SyntheticRun:
             row["train_sum"] = (window * train_counts[:, None]).astype(np.float32)
             row["train_count"] = train_counts
         row.update(self._dissection(u, x, rng, live))
+        if self.occlusion:
+            row.update(self._occlusion(u, t, x, row.get("topk_index")))
         return row
+
+    # -------------------------------------------------------------- occlusion
+
+    def grid(self) -> tuple[int, int]:
+        """(gh, gw) of the occluder grid on the thumbnails (DESIGN.md "Occlusion")."""
+        p, s = self.occlusion["patch"], self.occlusion["stride"]
+        g = math.ceil((self.thumb - p) / s) + 1
+        return g, g
+
+    def occlusion_attrs(self, depth: float) -> dict:
+        o = self.occlusion
+        size = int(o["patch"] + (2 + 6 * depth) * o["stride"])
+        return {"occlusion": {"patch": o["patch"], "stride": o["stride"], "fill": "mean", "measure": "mean",
+                              "every": o["every"]},
+                "theoretical_rf": {"size": [size, size], "jump": [o["stride"], o["stride"]], "start": [0.5, 0.5]}}
+
+    def _occlusion(self, u: _Units, t: int, x: float, index) -> dict:
+        gh, gw = self.grid()
+        k, n_top = len(u.target), self.topk
+        if t % self.occlusion["every"] or index is None:
+            return {"occlusion": np.full((k, n_top, gh, gw), np.nan, np.float16),
+                    "rf": np.full((k, 2 * gh - 1, 2 * gw - 1), np.nan, np.float16),
+                    "rf_size": np.full(k, np.nan, np.float32)}
+        rng = np.random.default_rng([self.seed, t, 5])
+        g = _sigmoid((x - u.onset) / 0.08)
+        width = 2.6 - 1.4 * g + rng.normal(0, 0.1, k)  # [K] cells: broad while untuned, narrower after
+        peak = self._centers[index] * np.array([gh, gw]) - 0.5  # [K, k, 2] where each top image's shape is
+        yy, xx = np.mgrid[0:gh, 0:gw]
+        d2 = (yy - peak[..., 0, None, None]) ** 2 + (xx - peak[..., 1, None, None]) ** 2
+        maps = np.exp(-d2 / (2 * width[:, None, None, None] ** 2)) + rng.normal(0, 0.04, (k, n_top, gh, gw))
+        maps = maps * u.base[:, None, None, None]  # [K, k, gh, gw]
+        rf = recentred_mean(maps)
+        return {"occlusion": maps.astype(np.float16), "rf": rf.astype(np.float16),
+                "rf_size": rf_size(rf, self.occlusion["stride"]).astype(np.float32)}
 
     def _dissection(self, u: _Units, x: float, rng: np.random.Generator, live: np.ndarray) -> dict:
         k, p, n = len(u.target), len(self.concepts), len(self._probe_labels)
@@ -233,19 +293,62 @@ class SyntheticRun:
             run={"name": name, "config": {"seed": self.seed, **self.config}}, topk=self.topk)
 
     def append(self, writer: RunWriter, start: int, stop: int) -> None:
-        """Append rows start .. stop-1 (and the probe, if not written yet)."""
+        """Append rows start .. stop-1 (and the probe and layer attributes, if not written yet)."""
         if writer.n_committed == 0:
             writer.write_probe(self.thumbs(), self._probe_labels)
+            for depth, name in zip(self._depths(), self.layers):
+                attrs = {"signed": name in self.signed}
+                if self.occlusion:
+                    attrs.update(self.occlusion_attrs(depth))
+                writer.set_layer_attrs(name, attrs)
         for t in range(start, min(stop, self.checkpoints)):
             row = self.row(t)
+            metrics = dict(row["metrics"])
+            heldout = metrics.pop("heldout_accuracy") if self.heldout_offset else None
             writer.append(row["step"], epoch=row["epoch"], wall_time=1.7e9 + 60.0 * t,
-                          metrics=row["metrics"], layers=row["layers"])
+                          metrics=metrics, layers=row["layers"])
+            if heldout is not None:
+                writer.log_scalars(row["step"] + self.heldout_offset, {"heldout_accuracy": heldout})
 
     def write(self, path, rows: int | None = None, storage_options: dict | None = None):
         """Write the run (its first `rows` checkpoints, default all) to folder or URL `path`; returns `path`."""
         with self.open_writer(path, storage_options) as writer:
             self.append(writer, writer.n_committed, self.checkpoints if rows is None else rows)
         return path
+
+
+def recentred_mean(maps: np.ndarray) -> np.ndarray:
+    """[K, 2gh-1, 2gw-1]: each map [K, k, gh, gw] shifted so its peak cell lands at the centre, averaged
+    per canvas cell over the maps that reach it (NaN where none does): DESIGN.md's empirical RF."""
+    n_units, k, gh, gw = maps.shape
+    total = np.zeros((n_units, 2 * gh - 1, 2 * gw - 1))
+    count = np.zeros_like(total)
+    for unit in range(n_units):
+        for r in range(k):
+            i, j = np.unravel_index(np.argmax(maps[unit, r]), (gh, gw))
+            top, left = gh - 1 - i, gw - 1 - j
+            total[unit, top:top + gh, left:left + gw] += maps[unit, r]
+            count[unit, top:top + gh, left:left + gw] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def rf_size(rf: np.ndarray, stride: int) -> np.ndarray:
+    """[K]: sqrt of the RF's area (cells x stride^2) where it is at least half its maximum."""
+    flat = rf.reshape(len(rf), -1)
+    peak = np.nanmax(flat, axis=1)
+    cells = (np.nan_to_num(flat, nan=-np.inf) >= peak[:, None] / 2).sum(axis=1)
+    return np.where(peak > 0, np.sqrt(cells * stride ** 2), np.nan)
+
+
+def serve_stdin(run: SyntheticRun, path) -> None:
+    """A writer process: each line "N" appends rows up to N and answers "N committed"."""
+    with run.open_writer(path) as writer:
+        print(f"{writer.n_committed} committed", flush=True)
+        for line in sys.stdin:
+            if line.strip().isdigit():
+                run.append(writer, writer.n_committed, int(line))
+                print(f"{writer.n_committed} committed", flush=True)
 
 
 def _shape_mask(kind: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
@@ -273,6 +376,7 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoints", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lean", action="store_true", help="true-label and dissection arrays only")
+    parser.add_argument("--stdin", action="store_true", help="append rows as lines 'N' on stdin ask")
     args = parser.parse_args(argv)
     layers = {}
     for item in args.layers:
@@ -280,7 +384,11 @@ def main(argv=None) -> None:
         if not k.isdigit():
             parser.error(f"--layers takes name=units, got {item!r}")
         layers[name] = int(k)
-    SyntheticRun(layers=layers, checkpoints=args.checkpoints, seed=args.seed, lean=args.lean).write(args.path)
+    run = SyntheticRun(layers=layers, checkpoints=args.checkpoints, seed=args.seed, lean=args.lean)
+    if args.stdin:
+        serve_stdin(run, args.path)
+        return
+    run.write(args.path)
     print(f"wrote {args.path}")
 
 

@@ -260,6 +260,37 @@
     }
   });
 
+  // ---------------------------------------------------------------- URL
+
+  /* The page a URL shows: its path and sorted query less the unit (viewer/callbacks.py). */
+  function pageKey(pathname, search) {
+    const params = new URLSearchParams(search || "");
+    params.delete("unit");
+    params.sort();
+    const q = params.toString();
+    return (pathname || "/") + (q ? "?" + q : "");
+  }
+
+  function urlUnit(search) {
+    const u = new URLSearchParams(search || "").get("unit");
+    return u != null && /^[0-9]{1,8}$/.test(u) ? parseInt(u, 10) : null;
+  }
+
+  /* Open the unit the URL names when the page stays (back / forward between units of one map). */
+  function showUrlUnit() {
+    if (!document.getElementById("map-canvas")) return;
+    const u = urlUnit(window.location.search);
+    if (u !== (TL.unit == null ? null : TL.unit)) {
+      TL.unit = u;
+      window.dash_clientside.set_props("map-unit", { data: u });
+    }
+  }
+
+  window.addEventListener("popstate", function () {
+    if (pageKey(window.location.pathname, window.location.search) === TL.routeKey) showUrlUnit();
+    else window.dash_clientside.set_props("url", { pathname: window.location.pathname, search: window.location.search });
+  });
+
   // ---------------------------------------------------------------- keys
 
   document.addEventListener("keydown", function (e) {
@@ -316,7 +347,14 @@
     const hist = charts.hist;
     const bars = hist.data.length ? [Object.assign({}, hist.data[0], { y: charts.counts[t] || [] })] : [];
     return [{ data: bars, layout: hist.layout }, withCursor(charts.sel, x), withCursor(charts.det, x),
-      withCursor(charts.acc, x)];
+      withCursor(charts.acc, x)].concat(optional(charts.rf, x));
+  }
+
+  /* A chart shown only when the run has its data (receptive fields): [figure, style of its box]. */
+  function optional(fig, x) {
+    // the graph fills its box (height 100 %): the box takes the figure's height
+    return fig ? [withCursor(fig, x), { display: "block", height: (fig.layout.height || 200) + "px" }]
+      : [BLANK, { display: "none" }];
   }
 
   /* Resolve after the next frame is shown: chart updates must not delay the tile map's repaint. */
@@ -334,6 +372,43 @@
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     tuneline: {
+      routeKey: function (pathname, search) {
+        const key = pageKey(pathname, search);
+        if (key === TL.routeKey) {
+          showUrlUnit();
+          return nu();
+        }
+        TL.routeKey = key;
+        TL.unit = urlUnit(search);
+        return key;
+      },
+
+      /* Write the map's selectors and open unit into the URL: a unit opened or closed is a new history
+       * entry (the back button returns to the previous one), other changes replace the current one. */
+      syncUrl: function (run, layer, by, metric, unit) {
+        TL.unit = unit == null ? null : unit;
+        const params = new URLSearchParams(window.location.search);
+        const want = { run: run, layer: layer, by: by, metric: metric, unit: unit == null ? null : String(unit) };
+        let changed = false, unitChanged = false;
+        Object.keys(want).forEach(function (k) {
+          const cur = params.get(k), w = want[k];
+          if (w == null ? cur === null : cur === String(w)) return;
+          if (w == null) params.delete(k); else params.set(k, w);
+          changed = true;
+          if (k === "unit") unitChanged = true;
+        });
+        if (!changed) return nu();
+        const onlyUnit = unitChanged && ["run", "layer", "by", "metric"].every(function (k) {
+          return want[k] == null || new URLSearchParams(window.location.search).get(k) === String(want[k]);
+        });
+        const search = "?" + params.toString();
+        const url = window.location.pathname + search + window.location.hash;
+        if (onlyUnit) window.history.pushState(null, "", url);
+        else window.history.replaceState(null, "", url);
+        TL.routeKey = pageKey(window.location.pathname, search);
+        return search;
+      },
+
       renderMap: function (payload, value, dragValue, unit, order) {
         if (!payload) {
           const canvas = document.getElementById("map-canvas");
@@ -360,7 +435,7 @@
       },
 
       mapCursor: function (charts, value, dragValue) {
-        if (!charts) return [BLANK, BLANK, BLANK, BLANK];
+        if (!charts) return [BLANK, BLANK, BLANK, BLANK, BLANK, { display: "none" }];
         return afterFrame(cursorFigures(charts, pickT(value, dragValue)));
       },
 
@@ -414,7 +489,7 @@
       },
 
       compareCursor: function (charts, data, value, dragValue) {
-        if (!charts) return [BLANK, BLANK, BLANK];
+        if (!charts) return [BLANK, BLANK, BLANK, BLANK, { display: "none" }];
         let x = null;
         if (data && data.positions && data.positions.length) {
           const n = data.positions.length;
@@ -422,7 +497,8 @@
           v = Math.max(0, Math.min(n - 1, v == null ? n - 1 : Math.round(v)));
           x = data.positions[v];
         }
-        return afterFrame([withCursor(charts.sel, x), withCursor(charts.det, x), withCursor(charts.acc, x)]);
+        return afterFrame([withCursor(charts.sel, x), withCursor(charts.det, x), withCursor(charts.acc, x)]
+          .concat(optional(charts.rf, x)));
       },
     },
   });
