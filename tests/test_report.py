@@ -1,6 +1,9 @@
 """training.report: per-run summaries, the markdown tables and the expected-findings checks."""
 
+import numpy as np
 import pytest
+
+from recorder import RunStore
 
 from training import report as report_cli
 from training.config import TrainConfig
@@ -33,6 +36,21 @@ def test_markdown_has_a_row_per_run_in_sweep_order(smoke):
     rows = [line.split(" | ")[0] for line in lines if line.startswith("| ") and "run |" not in line]
     assert rows[:3] == ["| baseline", "| si-neg", "| rotated"]
     assert "Expected findings:" in text and "baseline held-out accuracy >= 90 %" in text
+
+
+def test_receptive_fields_at_the_first_and_last_occluded_step(smoke):
+    run = RunStore.open(smoke / "baseline")
+    size = run.layer("conv2").rf_size  # [T, K]: the smoke preset occludes conv2 in every row
+    rf = summarize(smoke / "baseline")["rf"]
+    assert list(rf) == ["conv2"]
+    # SmallCNN: conv 3x3 (RF 3) -> max-pool 2 (RF 4, jump 2) -> conv 3x3 (RF 4 + 2 * 2 = 8)
+    assert rf["conv2"]["theoretical"] == 8.0 and rf["conv2"]["image"] == (16, 16)
+    for key, t in (("first", 0), ("last", -1)):
+        assert rf["conv2"][key]["step"] == run.steps[t]
+        assert rf["conv2"][key]["median"] == pytest.approx(float(np.nanmedian(size[t])))
+    text = report_markdown(smoke)
+    assert "| run | layer | theoretical | empirical first | empirical last | last / theoretical |" in text
+    assert "empirical RF of conv2 smaller than its theoretical RF" in text
 
 
 def test_cli_writes_report_md(smoke, tmp_path, capsys):

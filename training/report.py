@@ -6,7 +6,9 @@ Per run (one folder with `record.zarr` under the sweep folder): the final held-o
 accuracy, the mean class selectivity index (SI, by true label on the probe) of
 every recorded layer at the last row, and the unique detectors per concept
 category (Network Dissection, IoU > 0.04) of the last conv layer at step 0 and at
-the last row. Then the expected findings, each computed from those numbers and
+the last row; for occluded layers, the empirical receptive field size (`rf_size`,
+median and quartiles over units) at the first and the last occluded step beside the
+theoretical one (Zhou et al. 2015: in trained CNNs the empirical RF is far smaller). Then the expected findings, each computed from those numbers and
 marked as holding or not, with the numbers: nothing is tuned to make them hold.
 """
 
@@ -45,12 +47,37 @@ def summarize(path: str | Path) -> dict:
         unique_first = {k: int(v[0]) for k, v in unique.items()}
         unique_last = {k: int(v[-1]) for k, v in unique.items()}
     conv_si = [si[name] for name in convs if not math.isnan(si[name])]
-    return {
+    return {"rf": receptive_fields(run), **{
         "name": Path(path).name, "steps": [int(run.steps[0]), int(run.steps[-1])],
         "heldout_accuracy": float(accuracy[-1]), "si": si, "conv_layers": convs,
         "mean_conv_si": float(np.mean(conv_si)) if conv_si else math.nan,
         "last_conv": last_conv, "unique_first": unique_first, "unique_last": unique_last,
-    }
+    }}
+
+
+def receptive_fields(run) -> dict[str, dict]:
+    """Per occluded layer: the theoretical RF size and the empirical `rf_size` (median, quartiles
+    over units, input pixels) at the first and last steps with occlusion."""
+    out = {}
+    for name in run.layers:
+        layer = run.layer(name)
+        try:
+            size = layer.rf_size  # [T, K], recorded or added afterwards
+        except KeyError:
+            continue
+        rows = np.flatnonzero(np.isfinite(size).any(axis=1))
+        theory = layer.theoretical_rf
+        if not len(rows) or theory is None:
+            continue
+        thumbs = run.thumbs  # probe thumbnails: the image size when below the 128 px thumbnail limit
+        image = thumbs.shape[1:3] if thumbs is not None and max(thumbs.shape[1:3]) < 128 else None
+        entry = {"theoretical": float(np.sqrt(np.prod(theory["size"]))), "image": image}
+        for key, t in (("first", rows[0]), ("last", rows[-1])):
+            values = size[t][np.isfinite(size[t])]
+            q1, median, q3 = np.percentile(values, [25, 50, 75])
+            entry[key] = {"step": int(run.steps[t]), "median": float(median), "q1": float(q1), "q3": float(q3)}
+        out[name] = entry
+    return out
 
 
 def _runs(folder: Path) -> list[Path]:
@@ -92,6 +119,13 @@ def checks(summaries: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
         a, b = sum(base["unique_first"].values()), sum(base["unique_last"].values())
         out.append((f"baseline unique detectors in {last}: end > step 0", b > a,
                     f"{b} at step {base['steps'][1]} vs {a} at step {base['steps'][0]}"))
+    rf = base.get("rf", {})
+    if rf:
+        deep = list(rf)[-1]
+        last, theory = rf[deep]["last"], rf[deep]["theoretical"]
+        out.append((f"baseline empirical RF of {deep} smaller than its theoretical RF (Zhou et al. 2015)",
+                    last["median"] < theory, f"median rf_size {last['median']:.1f} px at step {last['step']} vs "
+                    f"theoretical {theory:.0f} px"))
     rot = summaries.get("rotated")
     if rot and last and rot["unique_last"] is not None:
         a, b = sum(base["unique_last"].values()), sum(rot["unique_last"].values())
@@ -135,6 +169,16 @@ def report_markdown(folder: str | Path) -> str:
         parts += ["", "Unique detectors (Network Dissection, IoU > 0.04) of the last conv layer, "
                   "step 0 → last step.", "",
                   _table(["run", "layer", *categories, "total"], detector_rows)]
+    rf_rows = [[s["name"], name, f"{e['theoretical']:.0f}" + (f" (image {e['image'][0]})" if e["image"] else ""),
+                *(f"{e[k]['median']:.1f} [{e[k]['q1']:.1f}, {e[k]['q3']:.1f}] @ {e[k]['step']}" for k in ("first", "last")),
+                f"{e['last']['median'] / e['theoretical']:.2f}"]
+               for s in summaries.values() for name, e in s.get("rf", {}).items()]
+    if rf_rows:
+        parts += ["", "Receptive fields of the occluded layers (input pixels): theoretical size vs the empirical "
+                  "rf_size (sqrt of the area at >= half the maximum of the unit's mean re-centred discrepancy "
+                  "map), median [quartiles] over units at the first and last occluded step.", "",
+                  _table(["run", "layer", "theoretical", "empirical first", "empirical last", "last / theoretical"],
+                         rf_rows)]
     found = checks(summaries)
     if found:
         mark = {True: "holds", False: "does NOT hold", None: "n/a"}

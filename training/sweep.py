@@ -72,15 +72,19 @@ _NOTES = {
 
 PRESETS: dict[str, Preset] = {
     # 32x32 world, SmallCNN depth 4 / width 16, 1500 SGD steps of 64 images: ~35 s per setting
-    # on one core; probe of 300 images with dissection every 100 steps.
+    # on one core; probe of 300 images with dissection every 100 steps; occlusion of conv3 and
+    # conv4 (6 px squares at stride 3, a 10 x 10 grid) every 5th row: rows 0, 5, 10, 15 (the last).
     "demo": Preset(
         base={"image_size": 32, "train_size": 16000, "heldout_size": 1000, "probe_size": 300,
-              "depth": 4, "width": 16, "steps": 1500, "record_every": 100, "lr": 0.05, "threads": 1},
+              "depth": 4, "width": 16, "steps": 1500, "record_every": 100, "lr": 0.05, "threads": 1,
+              "occlusion_layers": ["conv3", "conv4"], "occlusion_every": 5, "occlusion_patch": 6,
+              "occlusion_stride": 3},
         settings=_SETTINGS, notes=_NOTES, out="runs/demo"),
-    # Seconds: 16x16 images, a 2-block CNN of width 4, 6 steps.
+    # Seconds: 16x16 images, a 2-block CNN of width 4, 6 steps; conv2 occluded in every row.
     "smoke": Preset(
         base={"image_size": 16, "train_size": 64, "heldout_size": 20, "probe_size": 20, "depth": 2,
-              "width": 4, "batch_size": 16, "steps": 6, "record_every": 3, "threads": 1},
+              "width": 4, "batch_size": 16, "steps": 6, "record_every": 3, "threads": 1,
+              "occlusion_layers": ["conv2"], "occlusion_every": 1, "occlusion_patch": 4, "occlusion_stride": 2},
         settings={"baseline": {}, "si-neg": {"selectivity_alpha": -1.0}},
         notes={k: _NOTES[k] for k in ("baseline", "si-neg", "rotated")}, out="runs/smoke"),
 }
