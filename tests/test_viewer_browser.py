@@ -7,6 +7,8 @@ every page go to the test's tmp folder (and to $TUNELINE_SCREENSHOTS if set).
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +25,8 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                        f"(apt-get install chromium; .ci/run installs it)")
 LAYERS = {"conv": 64, "fc": 24}
 LIVE = SyntheticRun(layers={"fc": 16}, checkpoints=6, seed=9, map_size=3)
+FOLLOW = SyntheticRun(layers={"fc": 16}, checkpoints=9)  # as `python tests/support/synthetic.py --stdin` writes it
+SYNTHETIC = Path(__file__).resolve().parent / "support" / "synthetic.py"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +38,9 @@ def root(tmp_path_factory):
     (root / "broken" / "record.zarr").mkdir(parents=True)
     (root / "broken" / "record.zarr" / "zarr.json").write_text("{ not json")
     LIVE.open_writer(root / "live").close()  # a run with zero committed rows
+    FOLLOW.open_writer(root / "follow").close()  # rows come from a writer process (test_follow_...)
+    SyntheticRun(layers={"fc": 16}, checkpoints=1, seed=3).write(root / "one")
+    SyntheticRun(layers={"fc": 16}, checkpoints=2, seed=4, every=1).write(root / "two")
     return root
 
 
@@ -244,7 +251,137 @@ def test_runs_on_s3_are_served_with_live_rows(page, s3_server, s3_url, tmp_path)
         page.goto(f"{url}/?run=live")
         wait_painted(page, T=2)
         live.append(writer, 2, 3)  # a row committed on S3 while the page is open
-        assert wait_painted(page, T=3, timeout=15)["t"] == 1  # the range grew, the position stayed
-        assert label(page).endswith("checkpoint 2 / 3")
+        assert wait_painted(page, T=3, timeout=15)["t"] == 2  # at the newest checkpoint: it follows
+        assert label(page).endswith("checkpoint 3 / 3")
         assert page.errors == []  # (while the server runs: the page's polls fail once it stops)
     assert "Traceback" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-3000:]
+
+
+# ------------------------------------------------------------------ URLs, live runs, sparse runs, legends
+
+
+def search(page) -> str:
+    return page.evaluate("window.location.search")
+
+
+def test_a_unit_has_a_bookmarkable_url_and_back_closes_it(page, url):
+    page.goto(f"{url}/?run=sweep/a&layer=conv")
+    wait_painted(page, t=7)
+    page.evaluate("window.__page = document.getElementById('map-canvas')")  # gone if the page is rebuilt
+    page.keyboard.press("ArrowLeft")
+    wait_painted(page, t=6)
+    center = page.evaluate("window.tuneline.tileCenter('map-canvas', 5)")
+    page.mouse.click(center["x"], center["y"])
+    page.wait_for_function("window.location.search.includes('unit=5')")
+    page.wait_for_selector("#unit-topk img")
+    assert "conv · unit 5" in page.inner_text("#unit-panel")
+    assert "run=sweep%2Fa" in search(page) and "layer=conv" in search(page)
+    center = page.evaluate("window.tuneline.tileCenter('map-canvas', 9)")
+    page.mouse.click(center["x"], center["y"])
+    page.wait_for_function("window.location.search.includes('unit=9')")
+    wait_text(page, "unit-panel", "conv · unit 9")
+    page.go_back()  # unit 5 again, on the same page at the same checkpoint
+    page.wait_for_function("window.location.search.includes('unit=5')")
+    wait_text(page, "unit-panel", "conv · unit 5")
+    page.go_back()  # no unit: the panel closes
+    page.wait_for_function("!window.location.search.includes('unit=')")
+    page.wait_for_function("!document.querySelector('#unit-topk')")
+    assert page.evaluate("window.__page === document.getElementById('map-canvas')")
+    assert state(page) == {"t": 6, "T": 8}
+    page.go_forward()
+    wait_text(page, "unit-panel", "conv · unit 5")
+    bookmark = page.url
+    page.goto("about:blank")
+    page.goto(bookmark)  # the URL opens the unit by itself
+    wait_text(page, "unit-panel", "conv · unit 5")
+    assert wait_painted(page, unit=5)["unit"] == 5
+    page.goto(f"{url}/?run=sweep/b&layer=fc&unit=7")
+    wait_text(page, "unit-panel", "fc · unit 7")
+    assert page.errors == []
+
+
+def test_a_live_run_opens_at_its_newest_checkpoint_and_follows_from_there(page, url, root):
+    """A writer process appends rows: at the newest checkpoint the slider follows; elsewhere it stays."""
+    writer = subprocess.Popen([sys.executable, str(SYNTHETIC), str(root / "follow"), "--layers", "fc=16",
+                               "--checkpoints", "9", "--stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(SYNTHETIC.parents[1])})
+
+    def rows(n: int) -> None:
+        writer.stdin.write(f"{n}\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == f"{n} committed"
+
+    try:
+        assert writer.stdout.readline().strip() == "0 committed"
+        rows(3)
+        page.goto(f"{url}/?run=follow")
+        assert wait_painted(page, T=3)["t"] == 2  # opens at the newest
+        rows(5)
+        wait_painted(page, T=5, t=4, timeout=10)  # follows
+        assert label(page).endswith("checkpoint 5 / 5")
+        page.keyboard.press("Home")
+        wait_painted(page, t=0)
+        rows(7)
+        wait_painted(page, T=7, timeout=10)
+        time.sleep(1.5)  # a poll or two later
+        assert state(page) == {"t": 0, "T": 7}  # elsewhere: stays put
+        page.keyboard.press("End")
+        wait_painted(page, t=6)
+        rows(9)
+        wait_painted(page, T=9, t=8, timeout=10)  # at the newest again: follows
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=20)
+    assert writer.returncode == 0
+    assert page.errors == []
+
+
+def full_layout(page, graph: str, key: str):
+    return page.evaluate(f"document.querySelector('#{graph} .js-plotly-plot')._fullLayout.{key}")
+
+
+def test_one_checkpoint_charts_draw_points_and_two_rows_span_their_steps(page, url):
+    page.goto(f"{url}/?run=one")
+    wait_painted(page, T=1)
+    for graph in ("map-sel", "map-det", "map-acc"):
+        page.wait_for_selector(f"#{graph} .scatterlayer .point", state="attached")
+        assert page.locator(f"#{graph} .scatterlayer .point").count() >= 1, graph
+        assert page.locator(f"#{graph} .xtick text").all_text_contents() == ["0"], graph
+    page.shot("one_checkpoint")
+    page.goto(f"{url}/?run=two")
+    wait_painted(page, T=2)
+    page.wait_for_selector("#map-sel .scatterlayer .point", state="attached")
+    lo, hi = full_layout(page, "map-sel", "xaxis.range")
+    assert -0.1 <= lo < 0 and 1 < hi <= 1.1  # the steps' range (0 and 1), not -0.5 .. 1.5
+    assert page.locator("#map-sel .xtick text").all_text_contents() == ["0", "1"]
+    page.shot("two_checkpoints")
+    assert page.errors == []
+
+
+def boxes(page, selector: str) -> list[dict]:
+    return page.evaluate(f"""Array.from(document.querySelectorAll({selector!r})).map(g => {{
+        const box = el => {{ const r = el && el.getBoundingClientRect(); return r && r.width ? [r.left, r.top, r.right,
+            r.bottom] : null; }};
+        return {{id: g.closest('[id]').id, legend: box(g.querySelector('.legend')),
+                 titles: ['.xtitle', '.ytitle', '.gtitle'].map(s => box(g.querySelector(s))).filter(b => b)}};
+    }})""")
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize("path, selector", [
+    ("/?run=sweep/a&layer=conv&unit=3", "#unit-panel .js-plotly-plot, .tl-charts .js-plotly-plot"),
+    ("/compare?runs=sweep/a,sweep/b", ".tl-compare-charts .js-plotly-plot"),
+])
+def test_legends_never_overlap_titles(page, url, path, selector):
+    page.goto(url + path)
+    page.wait_for_selector(".legend", state="attached")
+    time.sleep(1.0)  # every chart drawn
+    charts = boxes(page, selector)
+    assert len([c for c in charts if c["legend"]]) >= 3
+    for chart in charts:
+        for title in chart["titles"]:
+            assert not (chart["legend"] and overlap(chart["legend"], title)), chart
+    assert page.errors == []

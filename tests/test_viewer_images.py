@@ -83,3 +83,22 @@ def test_overlay_uri_scales_and_skips_missing_maps():
     assert plain.shape == (48, 48, 3) and np.array_equal(plain[::3, ::3], thumb)
     masked = decode_png(base64.b64decode(images.overlay_uri(thumb, np.ones((3, 3)), 2.0, size=48).split(",")[1]))
     assert (masked <= plain).all() and (masked < plain).any()  # nothing above threshold: all dimmed
+
+
+def test_heat_ramp_ends_and_nan():
+    rgb = images.heat_rgb(np.array([0.0, 1.0, np.nan, 2.0]))
+    assert rgb[0].tolist() == images.HEAT[0].astype(int).tolist()
+    assert rgb[1].tolist() == rgb[3].tolist() == images.HEAT[-1].astype(int).tolist()  # clipped
+    assert rgb[2].tolist() == list(images.NAN_RGB)
+
+
+def test_discrepancy_overlay_red_for_drops_blue_for_rises():
+    thumb = np.full((4, 4, 3), 100, np.uint8)
+    pixels = np.zeros((4, 4))
+    pixels[0, 0], pixels[3, 3] = 2.0, -1.0
+    out = images.discrepancy_overlay(thumb, pixels).astype(int)
+    gray = 100 * 0.55 + 20
+    assert out[1, 1].tolist() == [int(gray + 0.5)] * 3  # no change: the dimmed gray image
+    assert out[0, 0, 0] > out[0, 0, 2] and out[3, 3, 2] > out[3, 3, 0]
+    alpha = 0.85 * 0.5  # half the largest |value|
+    assert out[3, 3].tolist() == [int(gray * (1 - alpha) + c * alpha + 0.5) for c in images.RISE_RGB]

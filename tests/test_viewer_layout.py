@@ -30,6 +30,7 @@ def test_slider_marks_label_steps():
     assert layout._short(1500) == "1.5k" and layout._short(123456) == "123k"
     assert layout.slider_marks([]) == {}
     assert list(layout.slider_marks([7])) == [0]
+    assert list(layout.slider_marks([0, 1])) == [0, 1]  # both ends of a two-row run
     assert len(layout.slider_marks(list(range(0, 20000, 100)))) == 7
 
 

@@ -5,7 +5,6 @@ import base64
 import numpy as np
 import pytest
 
-from recorder import metrics
 from recorder.store import RunStore
 from viewer import colors, readout
 from viewer.readout import ViewError
@@ -43,8 +42,7 @@ def test_payload_colors_are_hue_class_saturation_selectivity(run, by, metric):
     p = readout.layer_payload(run, "rid", "conv", by, metric)
     layer = run.layer("conv")
     assert (p["T"], p["K"], p["C"]) == (9, 40, 10)
-    expected = colors.tile_rgb(layer.dominant(by), layer.selectivity(metric, by),
-                               metrics.is_dead(layer.class_means(by)), 10)
+    expected = colors.tile_rgb(layer.dominant(by), layer.selectivity(metric, by), layer.dead(by), 10)
     assert np.array_equal(painted(p), expected)
     assert p["steps"] == run.steps.tolist() and p["classes"] == run.classes
     assert p["key"] == f"rid|conv|{by}|{metric}|9"
@@ -159,3 +157,40 @@ def test_hover_without_dissection(tmp_path):
     SyntheticRun(layers={"fc": 4}, checkpoints=2, concepts=[], map_size=0).write(tmp_path / "r")
     hover = readout.hover_payload(RunStore.open(tmp_path / "r"), "r", "fc")
     assert hover["concept"] is None and hover["iou"] is None
+
+
+@pytest.fixture(scope="module")
+def signed_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("readout") / "signed"
+    SyntheticRun(layers={"conv": 48, "fc": 16}, checkpoints=8, seed=5, signed=("conv",), heldout_offset=30).write(path)
+    return RunStore.open(path)
+
+
+def test_signed_layer_dead_only_where_every_response_is_the_same(signed_run):
+    """Dead tiles where the unit responds the same to every image (numpy: every class mean at the stored
+    smallest response), never merely because its means are negative; the rule in force travels along."""
+    p = readout.layer_payload(signed_run, "rid", "conv", "true", "si")
+    layer = signed_run.layer("conv")
+    mu = layer.sum_true / layer.count_true[:, :, None]  # (T, C, K)
+    floor = layer.response_min  # (T, K)
+    constant = np.all(np.abs(mu - floor[:, None, :]) <= 1e-5 * np.maximum(1.0, np.abs(floor[:, None, :])), axis=1)
+    dead = decode(p, "sat", "u1") == p["sat_dead"]
+    assert np.array_equal(dead, constant) and constant.any()
+    negative = np.all(mu < 0, axis=1) & ~constant
+    assert negative.any()  # units with every mean below 0 ...
+    assert not dead[negative].any()  # ... are not painted dead
+    assert p["signed"] is True and p["rule"] == layer.rule and "smallest response" in p["rule"]
+    unsigned = readout.layer_payload(signed_run, "rid", "fc", "true", "si")
+    assert unsigned["signed"] is False and unsigned["rule"] == signed_run.layer("fc").rule
+    t, k = np.argwhere(negative)[0]
+    detail = readout.unit_detail(signed_run, "conv", int(k), "true", int(t))
+    assert detail["dead"] is False and detail["rule"] == layer.rule
+
+
+def test_metrics_at_the_steps_they_were_logged(signed_run):
+    s = readout.run_series(signed_run, "true", "si")
+    steps, values = signed_run.scalar("heldout_accuracy")
+    assert s["accuracy"]["heldout_accuracy"] == {"x": steps.tolist(), "y": values.tolist()}
+    assert s["accuracy"]["heldout_accuracy"]["x"] == [int(v) + 30 for v in signed_run.steps]  # not the rows' steps
+    assert readout.scalar_version(signed_run) == sum(len(signed_run.scalar(n)[0]) for n in signed_run.scalar_names) \
+        + len(signed_run.scalar_names)

@@ -274,3 +274,50 @@ def test_new_runs_appear_in_the_run_list(tmp_path):
     assert views.new_run_options(reg, shown) is None
     SyntheticRun(layers={"fc": 4}, checkpoints=1).write(tmp_path / "b")
     assert [o["value"] for o in views.new_run_options(reg, shown)] == ["a", "b"]
+
+
+@pytest.fixture(scope="module")
+def occluded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("occluded")
+    occ = dict(patch=8, stride=4, every=2)
+    SyntheticRun(layers={"conv3": 12, "conv4": 8}, checkpoints=5, seed=1, signed=("conv3",), heldout_offset=40,
+                 occlusion=occ).write(root / "s" / "a")
+    SyntheticRun(layers={"conv3": 12, "conv4": 8}, checkpoints=4, seed=2, every=150, occlusion=occ).write(
+        root / "s" / "b")
+    SyntheticRun(layers={"conv3": 12}, checkpoints=3, seed=3).write(root / "s" / "plain")
+    return Registry(root, poll_s=0.0)
+
+
+def test_map_names_the_signed_rule_in_title_and_legend(occluded):
+    view = views.map_view(occluded, "s/a", "conv3", "true", "si")
+    rule = occluded.run("s/a").layer("conv3").rule
+    assert "signed layer" in view["title"] and f"selectivity rule: {rule}" in text(view["legend"])
+    plain = views.map_view(occluded, "s/a", "conv4", "true", "si")
+    assert "signed" not in plain["title"] and "max(mu, 0)" in text(plain["legend"])
+    panel = views.unit_view(occluded, "s/a", "conv3", 1, "true", "si", 4)
+    assert f"selectivity rule: {rule}" in text(panel)
+
+
+def test_map_charts_hold_metrics_at_their_steps_and_rf_sizes(occluded):
+    charts = views.map_charts(occluded, "s/a", "conv3", "true", "si")
+    heldout = next(t for t in charts["acc"]["data"] if t["name"] == "heldout_accuracy")
+    assert heldout["x"] == [40, 140, 240, 340, 440]
+    assert [t["name"] for t in charts["rf"]["data"] if not t.get("fill")] == ["conv3", "conv4"]
+    assert views.map_charts(occluded, "s/plain", "conv3", "true", "si")["rf"] is None
+
+
+def test_unit_view_shows_occlusion_of_the_latest_occluded_row(occluded):
+    panel = views.unit_view(occluded, "s/a", "conv4", 3, "true", "si", 3)
+    assert "Occlusion and receptive field" in text(panel) and "occlusion at step 200" in text(panel)
+    assert len(find(panel, "unit-occ").children) == 4  # a mask | discrepancy pair per top image
+    assert len(find(panel, "unit-rf-strip").children) == 3  # rows 0, 2, 4
+    assert "Occlusion" not in text(views.unit_view(occluded, "s/plain", "conv3", 0, "true", "si", 2))
+
+
+def test_compare_charts_rf_size_per_run(occluded):
+    charts = views.compare_charts(occluded, ["s/a", "s/b"], "conv4", "true", "si", "step")
+    medians = [t for t in charts["rf"]["data"] if not t.get("fill")]
+    assert [t["name"] for t in medians] == ["s/a", "s/b"]
+    assert medians[1]["x"] == [0, 300]  # s/b's occluded rows 0 and 2, at its own steps
+    assert medians[0]["line"]["color"] != medians[1]["line"]["color"]
+    assert views.compare_charts(occluded, ["s/plain"], "conv3", "true", "si", "step")["rf"] is None

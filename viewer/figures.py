@@ -112,8 +112,11 @@ def _line(x, y, name: str, color: str, width: float = 1.6, dash: str = "solid", 
     """A curve; sparse ones (a run with one checkpoint, a metric logged a few times) also show their points."""
     x, y = list(x), list(y)
     sparse = sum(v is not None for v in y) <= SPARSE
+    line = {"color": color, "width": width, "dash": dash}
+    if "line_shape" in extra:  # plotly.js takes line.shape (line_shape is the Python library's spelling)
+        line["shape"] = extra.pop("line_shape")
     return {"type": "scatter", "mode": "lines+markers" if sparse else "lines", "x": x, "y": y, "name": name,
-            "line": {"color": color, "width": width, "dash": dash}, "marker": {"color": color, "size": 5},
+            "line": line, "marker": {"color": color, "size": 5},
             "hovertemplate": "%{y:.3~f}<extra>" + name + "</extra>", **extra}
 
 

@@ -94,7 +94,8 @@ def slider_marks(steps: list[int], n: int = 7) -> dict:
     total = len(steps)
     if total == 0:
         return {}
-    picks = sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(min(n, total))})
+    k = min(n, total)
+    picks = sorted({round(i * (total - 1) / max(1, k - 1)) for i in range(k)})
     return {int(i): {"label": _short(steps[i])} for i in picks}
 
 
