@@ -11,7 +11,9 @@ from helpers import TinyNet, batches, sgd_steps, tiny_probe
 from torch.nn.parallel import DistributedDataParallel
 
 from recorder import Recorder, RunStore
-from recorder.occlusion import discrepancy, grid_shape, empirical_rf, peak_cells, rf_size, theoretical_rf
+from recorder.occlusion import discrepancy, empirical_rf, grid_shape, peak_cells, rf_size, theoretical_rf
+from recorder.occlusion.rows import occlusion_arrays
+from recorder.occlusion.settings import OcclusionSettings
 
 LAYERS = ["conv1", "block.conv", "fc"]
 N_IMAGES, SIZE, TOPK = 12, 8, 3
@@ -55,7 +57,7 @@ def expected_row(model, layer, topk_index, patch, stride, fill, measure):
     rf = theoretical_rf(model, layer, (3, SIZE, SIZE))
     maps, canvases = [], []
     for unit, index in enumerate(topk_index):
-        x = images[torch.as_tensor(index, dtype=torch.int64)]
+        x = images[torch.as_tensor(np.array(index), dtype=torch.int64)]
         maps.append(discrepancy(model, layer, x, patch, stride, fill, measure, units=[unit])[:, 0])
         peak_maps = discrepancy(model, layer, x, patch, stride, fill, "peak", units=[unit])[:, 0]  # (k, gh, gw)
         peak = layer_peak(model, layer, x)[:, unit]  # (k, 2)
@@ -239,3 +241,24 @@ def test_two_gloo_ranks_occlude_what_one_process_does(tmp_path):
             np.testing.assert_array_equal(np.isnan(x), np.isnan(y), err_msg=f"{name}/{array}")
             np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4, err_msg=f"{name}/{array}")
         assert np.isfinite(a.rf_size).any()
+
+
+def test_each_shard_computes_only_its_units_and_the_shards_sum_to_the_whole():
+    torch.manual_seed(0)
+    model = TinyNet(batchnorm=False, dropout=0.0)
+    probe = tiny_probe(n=N_IMAGES, size=SIZE)
+    settings = OcclusionSettings.of(dict(patch=3, stride=2))
+    index = {"block.conv": torch.randint(0, N_IMAGES, (12, TOPK), generator=torch.Generator().manual_seed(1))}
+    rf = {"block.conv": theoretical_rf(model, "block.conv", (3, SIZE, SIZE))}
+    units = {"block.conv": torch.tensor([0, 3, 5, 6, 11])}
+    whole = occlusion_arrays(model, probe, index, settings, rf, units, image_size=(SIZE, SIZE))["block.conv"]
+    shards = [occlusion_arrays(model, probe, index, settings, rf, units, image_size=(SIZE, SIZE),
+                               shard=(rank, 2))["block.conv"] for rank in range(2)]
+    for rank, shard in enumerate(shards):
+        computed = torch.isfinite(shard["rf_size"]) & (shard["rf_size"] != 0)
+        assert computed.nonzero().flatten().tolist() == units["block.conv"][rank::2].tolist()
+    for key, value in whole.items():
+        summed = shards[0][key] + shards[1][key]
+        chosen = units["block.conv"]
+        torch.testing.assert_close(summed[chosen], value[chosen], equal_nan=True)
+        assert torch.isnan(value[[1, 2, 4, 7, 8, 9, 10]]).all()
