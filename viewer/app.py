@@ -19,7 +19,7 @@ from pathlib import Path
 import dash
 from dash.exceptions import DependencyException
 
-from viewer import callbacks
+from viewer import callbacks, study
 from viewer.data import Registry, ViewError
 from viewer.layout import app_shell
 
@@ -61,6 +61,7 @@ def create_app(root: str | os.PathLike, *, warm: bool = True, storage_options: d
     app.server.config["TUNELINE_REGISTRY"] = registry
     app.server.register_error_handler(DependencyException, _not_served)
     callbacks.register(app, registry)
+    study.register(app, registry)  # /study/... routes when TUNELINE_STUDIES names a database
     if warm:
         threading.Thread(target=_warm, args=(registry,), name="tuneline-warm", daemon=True).start()
     return app

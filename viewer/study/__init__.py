@@ -1,5 +1,34 @@
 """Human studies: the mask-prediction game (Harth 2022) and the occlusion-pair quiz (Zimmermann et al. 2021).
 
-    python -m viewer.study create --db studies.sqlite runs/demo/baseline --layer conv3 --units 4,9 \
+    python -m viewer.study create runs/demo/baseline --db studies.sqlite --layer conv3 --units 4,9 \
         --step 1500 --task masks --participants 3
+    TUNELINE_STUDIES=studies.sqlite python -m viewer runs/      # the viewer serves the links too
+
+`register(app, registry)` adds the study routes (`viewer.study.api`) to a viewer app
+when the environment names a study database in `TUNELINE_STUDIES`; runs named in
+create requests are resolved among the registry's runs only.
 """
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["register"]
+
+
+def register(app, registry, db_path=None):
+    """Add the study routes to the Dash `app` (its Flask `app.server`); None when no database is named."""
+    path = db_path or os.environ.get("TUNELINE_STUDIES")
+    if not path:
+        return None
+    from viewer.study.api import register as add_routes
+    from viewer.study.source import StudySource
+
+    def sources(run_id: str) -> StudySource:
+        try:
+            run = registry.run(run_id)
+        except Exception as exc:  # noqa: BLE001 - an unknown or unreadable run, said in the reply
+            raise ValueError(f"run given an invalid value: {run_id!r}: {exc}") from exc
+        return StudySource.open(run.path if run.path is not None else run.location)
+
+    return add_routes(app.server, path, sources=sources)

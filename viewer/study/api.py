@@ -14,6 +14,7 @@ plain-text message.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 from collections.abc import Callable
@@ -96,6 +97,7 @@ def register(server: flask.Flask, db_path, sources: Callable | None = None, name
         try:
             spec = StudySpec.from_dict(body)
             source = sources(spec.run)
+            spec = dataclasses.replace(spec, run=str(source.run.location))
             from viewer.study.items import generate
 
             study, tokens = db.create(spec, generate(source, spec), participants)
