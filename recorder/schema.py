@@ -37,7 +37,8 @@ ROOT_ARRAYS: dict[str, ArraySpec] = {
     "epoch": ArraySpec("float64", ("step",)),
     "wall_time": ArraySpec("float64", ("step",)),
 }
-METRIC_SPEC = ArraySpec("float64", ("step",))  # metrics/<name>
+METRIC_SPEC = ArraySpec("float64", ("step",))  # metrics/<name> (runs written before scalars)
+SCALAR_SPEC = ArraySpec("float64", ("scalar_step",))  # scalars/<name>/step (int64) and /value
 
 # Per-layer arrays under layers/<layer>/ (T checkpoints, C classes, K units,
 # P concepts, k top images, h x w activation map).
