@@ -95,6 +95,19 @@ def test_poll_sees_rows_committed_by_a_writer(tmp_path):
         writer.close()
 
 
+def test_series_pick_up_metrics_logged_between_rows(tmp_path):
+    gen = small(checkpoints=3)
+    with gen.open_writer(tmp_path / "live") as writer:
+        gen.append(writer, 0, 2)
+        reg = Registry(tmp_path, poll_s=0.0, rescan_s=0.0)
+        reg.poll("live")
+        before = reg.series("live")["accuracy"]["heldout_accuracy"]
+        writer.log_scalars(150, {"heldout_accuracy": 0.5})  # no new row
+        reg.poll("live")
+        after = reg.series("live")["accuracy"]["heldout_accuracy"]
+    assert after["x"] == before["x"] + [150] and after["y"] == before["y"] + [0.5]
+
+
 def test_poll_is_throttled(tmp_path):
     root = tmp_path
     gen = small(checkpoints=4)

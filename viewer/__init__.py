@@ -6,9 +6,11 @@
     viewer.show("runs/demo")          # the same app, inline in the cell's output
 
 Modules: `app` (create_app factory), `layout` (layout builders), `callbacks`
-(registration on the app given), `views` (callback bodies as plain functions), `data`
-(run registry and caches), `readout` (what is shown, computed from a run), `colors`
-(hue = class, saturation = selectivity), `figures`, `images`, `notebook` (`show`).
+(registration on the app given), `views` (callback bodies as plain functions; the
+comparison's in `compare`), `data` (run registry and caches), `readout` (what is shown,
+computed from a run), `receptive` (occlusion: RF sizes, pixel maps), `unit_rf` (a unit's
+occlusion block), `colors` (hue = class, saturation = selectivity), `figures`,
+`rf_figures`, `images`, `notebook` (`show`).
 """
 
 __all__ = ["show"]
