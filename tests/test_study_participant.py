@@ -39,7 +39,7 @@ def test_masks_played_by_mouse_and_keyboard(served):
     page.click("#start")
     expected = []
     for n in range(4):
-        page.wait_for_selector(".cell")
+        page.wait_for_selector(f"#main[data-item='{n}'] .cell")  # item n painted
         assert page.locator("#count").inner_text() == f"item {n + 1} of 4"
         cells = page.locator("button.cell")
         count = cells.count()
@@ -83,7 +83,7 @@ def test_pairs_played_with_confidence(served):
     page.click("#start")
     expected = []
     for n in range(5):
-        page.wait_for_selector("#side-left")
+        page.wait_for_selector(f"#main[data-item='{n}'] #side-left")  # item n painted
         assert page.locator(".gallery img").count() == 2  # the natural references
         if n % 2:
             page.keyboard.press("ArrowRight")

@@ -84,7 +84,7 @@ function instructions() {
 
 function render() {
   header();
-  if (state.done) { $("#main").innerHTML = "<h2>Thank you!</h2><p>All answers are stored. You can close this page.</p>"; return; }
+  if (state.done) { $("#main").dataset.item = "done"; $("#main").innerHTML = "<h2>Thank you!</h2><p>All answers are stored. You can close this page.</p>"; return; }
   if (!started && state.position === 0) { instructions(); return; }
   (state.task === "masks" ? renderMask : renderPair)();
 }
@@ -109,7 +109,7 @@ function context() {
 
 function renderMask() {
   const item = state.item, [h, w] = item.grid;
-  const main = $("#main"); main.innerHTML = ""; main.appendChild(context());
+  const main = $("#main"); main.innerHTML = ""; main.dataset.item = item.item; main.appendChild(context());
   const stage = picture(item.image); const grid = document.createElement("div"); grid.className = "grid";
   grid.style.gridTemplate = `repeat(${h}, 1fr) / repeat(${w}, 1fr)`;
   const cells = [];
@@ -163,7 +163,7 @@ async function submitMask(cells) {
 
 function renderPair() {
   const item = state.item; let chosen = null;
-  const main = $("#main"); main.innerHTML = ""; main.appendChild(context());
+  const main = $("#main"); main.innerHTML = ""; main.dataset.item = item.item; main.appendChild(context());
   const title = document.createElement("p"); title.textContent = "On which image does the unit stay more active?";
   main.appendChild(title);
   const row = document.createElement("div"); row.className = "pair";
