@@ -1,6 +1,7 @@
 """Recording overhead, measured side by side in one process; prints ratios.
 
     python bench/record_overhead.py [--repeats 5] [--device cpu|cuda] [--only dissect]
+                                    [--threads 2] [--clock wall|cpu]
 
 1. probe pass: `rec.record(step)` time / a bare `no_grad` forward over the same
    probe (same model, same batches), for a small CNN and ResNet-18 at 64x64, without
@@ -11,7 +12,9 @@
 Each figure is the median of `--repeats` runs; the probe-pass ratio is that of the
 medians, with the median of the ratios of each run's adjacent bare and recorded
 passes beside it (less sensitive to a machine whose load changes). `--only` runs one
-part: `probe` (without dissection), `dissect`, `online` or `append`.
+part: `probe` (without dissection), `dissect`, `online` or `append`. On a CPU shared
+with other work, `--threads 1 --clock cpu` times the process's own CPU time, which
+other processes hardly change.
 """
 
 from __future__ import annotations
@@ -63,10 +66,14 @@ def world_probe(n: int) -> ProbeSet:
     return make_probe(n, seed=1234)
 
 
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCK["wall"]
+
+
 def timed(fn) -> float:
-    start = time.perf_counter()
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def bare_forward(model, probe, device, batch_size):
@@ -172,11 +179,18 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only", choices=["probe", "dissect", "online", "append"], default=None,
                         help="run one part only")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                        help="wall time, or this process's CPU time")
     args = parser.parse_args()
+    global clock
+    clock = CLOCK[args.clock]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     load = "n/a" if not hasattr(os, "getloadavg") else f"{os.getloadavg()[0]:.1f}"
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"median of {args.repeats}, load average {load}")
+          f"median of {args.repeats}, {args.clock} clock, load average {load}")
     small = ("small CNN", ["0", "4", "8", "12"], 512)
     resnet = ("ResNet-18", ["layer1", "layer2", "layer3", "layer4", "fc"], 128)
     for dissect, part in ((False, "probe"), (True, "dissect")):
