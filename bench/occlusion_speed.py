@@ -5,14 +5,18 @@
 The small CNN of training/models.py (depth 4, width 16, seeded, untrained) on
 64x64 shapes-world probe images; layer conv3 (64 units); each unit's top-8 probe
 images by spatial max; an 8x8 zero-filled occluder at stride 4 (15x15 grid),
-measure "mean". Captum gets its best settings: `perturbations_per_eval=64` and a
-forward function that stops at the layer and returns the unit's spatial mean; its
-API needs one call per unit and image. Captum runs on the top-k images of the
-first `--captum-units` units (its cost per call does not depend on the unit); its
-time for all units is that time scaled by the number of calls, and is printed as
-such. Its pixel maps are checked against `pixel_map` of ours (<= 1e-5). Each
-figure is the median of `--repeats` runs, the three kinds of run interleaved. Also printed: occlusion time / the time
-of one bare forward of the whole probe.
+measures "peak" (the recorder's default) and "mean". Ours runs occluded forwards
+on input crops (the layer's geometry is certified); ours with `windowed=False`
+(full occluded images, one forward shared by every unit) is timed beside it.
+Captum gets its best settings: `perturbations_per_eval=64` and a forward function
+that stops at the layer and returns the unit's value at its clean peak, or its
+spatial mean; its API needs one call per unit and image. Captum runs on the top-k
+images of the first `--captum-units` units (its cost per call does not depend on
+the unit); its time for all units is that time scaled by the number of calls, and
+is printed as such. Its pixel maps are checked against `pixel_map` of ours
+(<= 1e-5). Each figure is the median of `--repeats` runs, all kinds of run
+interleaved. Also printed: occlusion time / the time of one bare forward of the
+whole probe.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from training.models import SmallCNN
 from training.world import make_probe
 
 LAYER, PATCH, STRIDE, TOPK, SIZE = "conv3", 8, 4, 8, 64
+MEASURES = ("peak", "mean")
 
 
 class _Out(Exception):
@@ -73,6 +78,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--full", action="store_true", help="also time ours on full occluded images")
     args = parser.parse_args()
     from captum.attr import Occlusion
 
@@ -93,49 +99,62 @@ def main() -> None:
             for i in range(0, len(images), 64):
                 model(images[i:i + 64])
 
-    def ours():
-        return occlude_topk(model, {LAYER: topk}, images, PATCH, STRIDE, "zero", "mean",
-                            units={LAYER: list(range(args.units))})[LAYER].maps["mean"]
+    peak_at = maps[:, :args.units].flatten(2).argmax(2)  # (N, K) clean peak of each unit on each image
 
-    def captum():
+    def ours(measure, windowed=None):
+        return occlude_topk(model, {LAYER: topk}, images, PATCH, STRIDE, "zero", measure,
+                            units={LAYER: list(range(args.units))}, windowed=windowed)[LAYER].maps[measure]
+
+    def captum(measure):
         out = {}
         for unit in range(args.captum_units):
-            def f(x, unit=unit):
-                return layer_output(model, x)[:, unit].mean((1, 2))  # (B,)
-            occlusion = Occlusion(f)
             for rank, index in enumerate(topk[unit].tolist()):
+                def f(x, unit=unit, index=index):
+                    a = layer_output(model, x)[:, unit].flatten(1)  # (B, h*w)
+                    return a.mean(1) if measure == "mean" else a[:, peak_at[index, unit]]  # (B,)
                 with torch.no_grad():
-                    out[unit, rank] = occlusion.attribute(
+                    out[unit, rank] = Occlusion(f).attribute(
                         images[index:index + 1], sliding_window_shapes=(3, PATCH, PATCH),
                         strides=(3, STRIDE, STRIDE), baselines=0.0, perturbations_per_eval=64)[0, 0]
         return out
 
-    bare_forward(), ours()  # warm-up
-    runs = {"bare": [], "ours": [], "captum": []}
-    for _ in range(args.repeats):  # interleaved, so that a busy machine slows all three alike
-        for name, work in (("bare", bare_forward), ("ours", ours), ("captum", captum)):
-            seconds, result = timed(work, device, 1)
+    kinds = {"bare": bare_forward}
+    for measure in MEASURES:
+        kinds[f"ours {measure}"] = lambda measure=measure: ours(measure)
+        if args.full:
+            kinds[f"full {measure}"] = lambda measure=measure: ours(measure, windowed=False)
+        kinds[f"captum {measure}"] = lambda measure=measure: captum(measure)
+    bare_forward(), ours("peak"), ours("mean")  # warm-up
+    runs, results = {name: [] for name in kinds}, {}
+    for _ in range(args.repeats):  # interleaved, so that a busy machine slows every kind alike
+        for name, work in kinds.items():
+            seconds, results[name] = timed(work, device, 1)
             runs[name].append(seconds)
-            if name == "ours":
-                ours_maps = result
-            elif name == "captum":
-                captum_maps = result
-    t_bare, t_ours, t_captum = (statistics.median(runs[name]) for name in ("bare", "ours", "captum"))
+    t = {name: statistics.median(times) for name, times in runs.items()}
     calls_run, calls_all = args.captum_units * TOPK, args.units * TOPK
-    t_captum_all = t_captum / calls_run * calls_all
-
-    pixels = pixel_map(ours_maps, (SIZE, SIZE), PATCH, STRIDE)  # (K, k, 64, 64)
-    worst = max(float((pixels[unit, rank] - want).abs().max()) for (unit, rank), want in captum_maps.items())
-    assert worst <= 1e-5, f"maps differ from Captum's by {worst}"
+    scale = calls_all / calls_run
 
     print(f"device {device}, threads {args.threads}, {args.units} units of {LAYER}, top-{TOPK} of {len(images)} "
-          f"probe images ({distinct} distinct), patch {PATCH}, stride {STRIDE}, 15x15 grid; "
-          f"median of {args.repeats}")
-    print(f"bare probe forward      {t_bare * 1e3:9.1f} ms")
-    print(f"occlude_topk            {t_ours * 1e3:9.1f} ms   ({t_ours / t_bare:.1f}x the bare probe forward)")
-    print(f"captum.attr.Occlusion   {t_captum * 1e3:9.1f} ms for {calls_run} calls ({args.captum_units} units); "
-          f"{t_captum_all * 1e3:.1f} ms for all {calls_all} calls")
-    print(f"speed-up (captum / ours, all units): {t_captum_all / t_ours:.1f}x;  maps max |diff| {worst:.2e}")
+          f"probe images ({distinct} distinct), patch {PATCH}, stride {STRIDE}, 15x15 grid, fill zero; "
+          f"median of {args.repeats} interleaved runs; Captum run for {args.captum_units} units ({calls_run} calls) "
+          f"and scaled to all {calls_all} calls")
+    print(f"bare probe forward        {t['bare'] * 1e3:9.1f} ms")
+    for measure in MEASURES:
+        pixels = pixel_map(results[f"ours {measure}"], (SIZE, SIZE), PATCH, STRIDE)  # (K, k, 64, 64)
+        worst = max(float((pixels[unit, rank] - want).abs().max())
+                    for (unit, rank), want in results[f"captum {measure}"].items())
+        assert worst <= 1e-5, f"{measure}: maps differ from Captum's by {worst}"
+        ours_t, captum_t = t[f"ours {measure}"], t[f"captum {measure}"] * scale
+        print(f"measure {measure!r}")
+        print(f"  occlude_topk (crops)    {ours_t * 1e3:9.1f} ms   ({ours_t / t['bare']:.1f}x the bare probe forward)")
+        if args.full:
+            full_t = t[f"full {measure}"]
+            worst_full = float((results[f"ours {measure}"] - results[f"full {measure}"]).abs().max())
+            assert worst_full <= 1e-5, f"{measure}: crops and full images differ by {worst_full}"
+            print(f"  occlude_topk (full)     {full_t * 1e3:9.1f} ms   ({full_t / t['bare']:.1f}x; "
+                  f"captum / full {captum_t / full_t:.1f}x; crops vs full max |diff| {worst_full:.1e})")
+        print(f"  captum.attr.Occlusion   {captum_t * 1e3:9.1f} ms   (scaled from {t[f'captum {measure}'] * 1e3:.1f} ms)")
+        print(f"  speed-up captum / ours: {captum_t / ours_t:.1f}x; maps max |diff| vs captum {worst:.1e}")
 
 
 if __name__ == "__main__":

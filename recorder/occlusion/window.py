@@ -207,8 +207,9 @@ def _trace(model: nn.Module, layer: str, input_size: tuple[int, int, int]) -> La
 
     def on_layer(module, inputs, output):
         if tracer.result is None:
-            tracer.result = tracer.geometry_of(output, f"layer {layer!r}") if torch.is_tensor(output) \
-                else f"layer {layer!r} does not output a tensor"
+            spatial = torch.is_tensor(output) and output.dim() == 4
+            tracer.result = tracer.geometry_of(output, f"layer {layer!r}") if spatial \
+                else f"layer {layer!r} has no spatial map [B, K, H, W]"
             tracer.shape = tuple(output.shape) if torch.is_tensor(output) else None  # (1, K, h, w)
         raise _Found
 
