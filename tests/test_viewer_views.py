@@ -314,6 +314,13 @@ def test_unit_view_shows_occlusion_of_the_latest_occluded_row(occluded):
     assert "Occlusion" not in text(views.unit_view(occluded, "s/plain", "conv3", 0, "true", "si", 2))
 
 
+def test_compare_legend_names_each_runs_rule_when_they_differ(occluded):
+    view = views.compare_view(occluded, ["s/a", "s/b"], "conv3", "true", "si")
+    assert "differs between runs" in text(view["legend"]) and "s/a: signed layer" in text(view["legend"])
+    same = views.compare_view(occluded, ["s/a", "s/b"], "conv4", "true", "si")
+    assert "selectivity rule: class means above 0" in text(same["legend"])
+
+
 def test_compare_charts_rf_size_per_run(occluded):
     charts = views.compare_charts(occluded, ["s/a", "s/b"], "conv4", "true", "si", "step")
     medians = [t for t in charts["rf"]["data"] if not t.get("fill")]

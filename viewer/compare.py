@@ -150,8 +150,16 @@ def compare_view(registry: Registry, run_ids, layer, by, metric, align="step") -
     return {"data": {"runs": payloads, "hovers": hovers, "align": align, "positions": positions,
                      "rows": aligned["rows"]},
             "grid": grid, "max": max(0, len(positions) - 1), "marks": marks,
-            "legend": legend(first["classes"], first["class_colors"]),
+            "legend": legend(first["classes"], first["class_colors"], _rules(payloads)),
             "status": message("; ".join(problems), "warn") if problems else None}
+
+
+def _rules(payloads: list[dict]) -> str:
+    """The selectivity rule of the shown layer: one for all runs, or each run's."""
+    rules = {p["rule"] for p in payloads}
+    if len(rules) == 1:
+        return rules.pop()
+    return "differs between runs: " + "; ".join(f"{p['run']}: {p['rule']}" for p in payloads)
 
 
 def _x(steps: list[int], align: str, rows: list[int] | None = None) -> list[float]:

@@ -62,11 +62,14 @@ def legend_rows(names: list[str], width: int = LEGEND_WIDTH) -> int:
 
 
 def finish(fig: dict, xs=None, integer: bool = True) -> dict:
-    """Make room for the legend above the plot, and give the x axis the range of the data `xs`."""
+    """Make room for the legend above the plot (the figure grows by it), and give the x axis the range of
+    the data `xs`."""
     layout, data = fig["layout"], fig["data"]
     names = [d.get("name", "") for d in data if d.get("showlegend", True)]
-    if len(data) > 1 and names:
-        layout["margin"]["t"] = layout["margin"]["t"] + 4 + LEGEND_ROW * legend_rows(names)
+    if len(data) > 1 and names:  # the legend's rows are added above the plot: the plot keeps its height
+        room = 4 + LEGEND_ROW * legend_rows(names)
+        layout["margin"]["t"] += room
+        layout["height"] += room
     else:
         layout["showlegend"] = False
     if xs is not None:

@@ -209,7 +209,7 @@ def unit_panel(title: str, subtitle: str, figures: list[dict], images: list[dict
                  className="tl-unit-figs"),
         html.Div(images_note, className="tl-unit-note"),
         html.Div([_image_card(im) for im in images], className="tl-topk-row", id="unit-topk"),
-        *([] if occlusion is None else occlusion_block(occlusion)),
+        *([] if occlusion is None else [html.Div(occlusion_block(occlusion), id="unit-occlusion")]),
     ]
 
 
