@@ -149,9 +149,13 @@ def committed_rows(path: Path | str) -> tuple[int, dict[str, np.ndarray]]:
     """n_committed and every array's committed rows, read through the public reader."""
     run = RunStore.open(path)
     n = run.n_committed
-    data = {key: run.read(key).copy() for key in array_keys(join(path, "record.zarr"))}
+    keys = [k for k in array_keys(join(path, "record.zarr")) if not k.startswith(("scalars/", "occlusion/"))]
+    data = {key: run.read(key).copy() for key in keys}
     for key, rows in data.items():
         assert rows.shape[0] == n, (key, rows.shape)
+    for name in run.scalar_names:  # metrics: their own committed length, each value at its step
+        steps, values = run.scalar(name)
+        data[f"scalars/{name}"] = np.stack([steps.astype(np.float64), values], axis=1)  # (M, 2)
     return n, data
 
 

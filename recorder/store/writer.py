@@ -52,6 +52,7 @@ _COMPRESSED = ("topk_map", "occlusion", "rf")  # occlusion, rf: NaN in rows with
 # folders (with "/" every row of every array would create two).
 _CHUNK_KEYS = {"name": "default", "separator": "."}
 _THREADS = 8  # threads that append the arrays of a row
+_GROW_ROWS = 64  # rows added to an array at a time
 
 
 class RunMismatchError(ValueError):
@@ -81,6 +82,15 @@ def _os_error(exc: OSError, message: str) -> OSError:
         return type(exc)(exc.errno, text) if exc.errno is not None else type(exc)(text)
     except TypeError:
         return OSError(exc.errno, text)
+
+
+def _put_row(array: zarr.Array, n: int, value) -> None:
+    """Write row `n` of `array`, first growing it by `_GROW_ROWS` rows when it has no row `n`:
+    one metadata write per `_GROW_ROWS` rows instead of one per row. Rows past `n_committed`
+    are never read, and are trimmed on reopen and on close."""
+    if array.shape[0] <= n:
+        array.resize((n + _GROW_ROWS, *array.shape[1:]))
+    array[n] = np.asarray(value)
 
 
 def _all(pool: ThreadPoolExecutor, work, items: list) -> None:
@@ -252,9 +262,18 @@ class RunWriter:
                                   f"'{self.zarr_location}': {exc}") from exc
 
     def close(self) -> None:
-        """Stop writing; every committed row is already stored."""
+        """Stop writing; every committed row is already stored. Arrays are cut back to the
+        committed rows (best effort: a failure here loses nothing, the next writer trims)."""
+        if self._closed:
+            return
         self._closed = True
-        self._pool.shutdown()
+        try:
+            if not self._dirty:
+                self._recover()
+        except Exception:  # noqa: BLE001 - committed rows are safe; reopening trims
+            pass
+        finally:
+            self._pool.shutdown()
 
     def __enter__(self) -> RunWriter:
         return self
@@ -377,8 +396,9 @@ class RunWriter:
                 if key not in self._arrays:
                     new[key] = (spec, value.shape)
             self._create(new, n)
-            # Every array grows by one row (a resize and a chunk each), then the row is committed.
-            _all(self._pool, lambda kv: self._arrays[kv[0]].append(np.asarray(kv[1])[None]), list(values.items()))
+            # Every array gets its row (a chunk each; room for _GROW_ROWS more rows at a time), then
+            # the row is committed.
+            _all(self._pool, lambda kv: _put_row(self._arrays[kv[0]], n, kv[1]), list(values.items()))
             counts = append_scalars(self._group, self._arrays, self._scalar_counts, step, metrics)
             self._group.update_attributes({"n_committed": n + 1, "scalars": counts})  # commits the row
         except BaseException as exc:  # also KeyboardInterrupt: the next append must trim
