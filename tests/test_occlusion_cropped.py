@@ -50,14 +50,19 @@ def brute_force(model, layer, image, patch, stride, fill, seed=0) -> dict[str, t
 
 
 def crop_sizes(model: nn.Module, first: str, run) -> set[tuple[int, int]]:
-    """The input sizes the module `first` saw while `run()` ran."""
-    sizes = set()
-    handle = dict(model.named_modules())[first].register_forward_pre_hook(
-        lambda m, inputs: sizes.add(tuple(inputs[0].shape[-2:])))
+    """The input sizes the module `first` saw while `run()` ran (called through hooks or `forward`)."""
+    module, sizes = dict(model.named_modules())[first], set()
+    plain = module.forward
+
+    def forward(x):
+        sizes.add(tuple(x.shape[-2:]))
+        return plain(x)
+
+    module.forward = forward
     try:
         run()
     finally:
-        handle.remove()
+        del module.forward
     return sizes
 
 

@@ -3,7 +3,7 @@
     window = trace_window(model, "conv3", (3, 64, 64))
     with LayerOutput(model, "conv3") as run:
         maps = run(images)                                       # (n, K, h, w) clean maps
-        D = region_maps(run, window, grid, images, maps, ("mean", "peak"), "zero")
+        D = region_maps(CropRegions(run, window, grid, images, "zero"), grid, images, maps, ("mean", "peak"))
         D["mean"]                         # (n, K, gh, gw), as from full occluded forwards
         P = peak_maps(run, window, grid, images, maps, need, "zero")   # (n, K, gh, gw), need (n, K) bool
 
@@ -89,18 +89,38 @@ class _Outside:
         return torch.stack(strips).amax(0)
 
 
-def _region_plan(axis: Axis, cells: int, patch: int, stride: int) -> list[tuple | None]:
-    """Per grid index along an axis: (crop first pixel, crop length, first changed position, number of
-    changed positions, their offset in the crop's map), None where the square changes nothing."""
-    plan = []
-    for i in range(cells):
-        low, high = axis.affected(i * stride, min(i * stride + patch, axis.pixels))
+class CropRegions:
+    """Changed regions of the layer's map for cells of the occluder grid, from input crops.
+
+        regions = CropRegions(run, window, grid, images, "zero")
+        key, low, count, starts = regions.plan(0, i)       # rows of grid row i (None: nothing changes)
+        new = regions(image, cell, key_rows, key_cols, starts_rows, starts_cols)   # (P, K, rows, cols)
+    """
+
+    def __init__(self, run: LayerOutput, window: LayerWindow, grid: OcclusionGrid, images: torch.Tensor, fill: str,
+                 noise: torch.Tensor | None = None):
+        self.run, self.axes, self.grid, self.images = run, (window.rows, window.cols), grid, images
+        self.fill, self.noise = fill, noise
+        self.means = grid.square_means(images) if fill == "mean" else None
+
+    def plan(self, axis: int, index: int):
+        geometry = self.axes[axis]
+        first = index * self.grid.stride
+        low, high = geometry.affected(first, min(first + self.grid.patch, geometry.pixels))
         if high <= low:
-            plan.append(None)
-            continue
-        first, stop = axis.crop(low, high)
-        plan.append((first, stop - first, low, high - low, low - first // axis.jump))
-    return plan
+            return None
+        c0, c1 = geometry.crop(low, high)
+        return (c1 - c0, high - low, low - c0 // geometry.jump), low, high - low, (c0,)
+
+    def size(self, key_rows, key_cols) -> tuple[int, int]:
+        """The input crop of the pairs of these keys."""
+        return key_rows[0], key_cols[0]
+
+    def __call__(self, image, cell, key_rows, key_cols, starts_rows, starts_cols) -> torch.Tensor:
+        (hc, rn, ro), (wc, cn, co) = key_rows, key_cols
+        x = self.grid.occlude_crops(self.images, image, cell, starts_rows[:, 0], starts_cols[:, 0], (hc, wc),
+                                    self.fill, self.noise, self.means)
+        return self.run(x)[:, :, ro:ro + rn, co:co + cn]
 
 
 def _per_batch(batch_size: int, grid: OcclusionGrid, size: tuple[int, int]) -> int:
@@ -108,40 +128,41 @@ def _per_batch(batch_size: int, grid: OcclusionGrid, size: tuple[int, int]) -> i
     return max(1, batch_size * grid.height * grid.width // (size[0] * size[1]))
 
 
-def region_maps(run: LayerOutput, window: LayerWindow, grid: OcclusionGrid, images: torch.Tensor,
-                maps: torch.Tensor, measures: tuple[str, ...], fill: str, noise: torch.Tensor | None = None,
+def region_maps(regions, grid: OcclusionGrid, images: torch.Tensor, maps: torch.Tensor, measures: tuple[str, ...],
                 batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Discrepancy maps `measure -> (n, K, gh, gw)` of every unit on each image.
 
-    `run` gives the layer's map of the units wanted on a batch; `images` (n, C, H, W);
-    `maps` (n, K, h, w) `run`'s clean maps of the images, float32.
+    `regions` (a `CropRegions`, or a `StagedRegions` for a plain chain) gives the changed region of the
+    layer's map per cell; `images` (n, C, H, W); `maps` (n, K, h, w) the clean maps of
+    the units wanted, float32.
     """
     n, k, h, w = maps.shape
     gh, gw = grid.shape
     device = images.device
-    rows = _region_plan(window.rows, gh, grid.patch, grid.stride)
-    cols = _region_plan(window.cols, gw, grid.patch, grid.stride)
+    rows = [regions.plan(0, i) for i in range(gh)]
+    cols = [regions.plan(1, j) for j in range(gw)]
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
             if r is not None and c is not None:
-                groups.setdefault((r[1], r[3], r[4], c[1], c[3], c[4]), []).append(i * gw + j)
-    row_first, row_low = (torch.tensor([r[at] if r else 0 for r in rows], device=device) for at in (0, 2))
-    col_first, col_low = (torch.tensor([c[at] if c else 0 for c in cols], device=device) for at in (0, 2))
+                groups.setdefault((r[0], c[0]), []).append(i * gw + j)
+    row_low, col_low = (torch.tensor([p[1] if p else 0 for p in plan], device=device) for plan in (rows, cols))
+    stages = max((len(p[3]) for p in rows + cols if p), default=1)
+    row_starts, col_starts = (torch.tensor([p[3] if p else (0,) * stages for p in plan], device=device)
+                              for plan in (rows, cols))  # (g, stages)
     top, argmax = maps.flatten(2).max(2)  # (n, K)
     peak_row, peak_col = argmax // w, argmax % w
     outside = _Outside(maps) if "max" in measures else None
-    means = grid.square_means(images) if fill == "mean" else None
     out = {m: torch.zeros(n, k, gh, gw, device=device) for m in measures}
-    for (hc, rn, ro, wc, cn, co), cells in groups.items():
+    for (key_rows, key_cols), cells in groups.items():
+        rn, cn = rows[cells[0] // gw][2], cols[cells[0] % gw][2]
         cells = torch.tensor(cells, device=device)
         image_all, cell_all = torch.arange(n, device=device).repeat_interleave(len(cells)), cells.repeat(n)
-        per = _per_batch(batch_size, grid, (hc, wc))
+        per = _per_batch(batch_size, grid, regions.size(key_rows, key_cols))
         for start in range(0, len(cell_all), per):
             image, cell = image_all[start:start + per], cell_all[start:start + per]  # (P,)
             i, j = cell // gw, cell % gw
-            x = grid.occlude_crops(images, image, cell, row_first[i], col_first[j], (hc, wc), fill, noise, means)
-            new = run(x)[:, :, ro:ro + rn, co:co + cn].float()  # (P, K, rn, cn)
+            new = regions(image, cell, key_rows, key_cols, row_starts[i], col_starts[j]).float()  # (P, K, rn, cn)
             r_idx = row_low[i][:, None] + torch.arange(rn, device=device)  # (P, rn)
             c_idx = col_low[j][:, None] + torch.arange(cn, device=device)  # (P, cn)
             if "mean" in measures:

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from recorder.hooks import LayerHooks
-from recorder.occlusion.cropped import LayerOutput, peak_maps, region_maps
+from recorder.occlusion.cropped import CropRegions, LayerOutput, peak_maps, region_maps
 from recorder.occlusion.grid import OcclusionGrid, check_options, noise_image
+from recorder.occlusion.staged import StagedRegions
 from recorder.occlusion.window import LayerWindow, trace_window, why_not
 from recorder.probe_pass import observation_mode
 
@@ -178,7 +179,8 @@ def _cropped_sweep(model: nn.Module, layer: str, window: LayerWindow, units: tor
     whose maps are wanted (all when None; only "peak" alone makes use of it).
     """
     k = window.units if units is None else len(units)
-    per_chunk = max(1, (1 << 24) // max(1, k * window.rows.positions * window.cols.positions * 4))
+    per_image = k * window.rows.positions * window.cols.positions * 4 + window.chain_floats  # maps, strips, stages
+    per_chunk = max(1, (1 << 24) // max(1, per_image))
     noise = None
     with LayerOutput(model, layer, units) as run:
         for first in range(0, len(positions), per_chunk):
@@ -186,8 +188,10 @@ def _cropped_sweep(model: nn.Module, layer: str, window: LayerWindow, units: tor
             images = load(index).to(device)  # (n, C, H, W)
             if fill == "noise" and noise is None:
                 noise = noise_image(images.shape[1], grid.height, grid.width, seed, device)
-            clean_maps = torch.cat([run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-            clean_maps = clean_maps.detach().float()  # (n, K, h, w)
+            staged = None if set(measures) == {"peak"} or window.chain is None else \
+                StagedRegions(window.chain, grid, images, units, fill, noise, batch_size)
+            clean_maps = staged.maps if staged is not None else torch.cat(
+                [run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]).float()  # (n, K, h, w)
             flat = clean_maps.flatten(2)
             top, argmax = flat.max(2)
             clean = {"mean": flat.mean(2), "max": top, "peak": top, "argmax": argmax}
@@ -195,7 +199,8 @@ def _cropped_sweep(model: nn.Module, layer: str, window: LayerWindow, units: tor
                 wanted = torch.ones_like(top, dtype=torch.bool) if need is None else need(index)
                 maps = {"peak": peak_maps(run, window, grid, images, clean_maps, wanted, fill, noise, batch_size)}
             else:
-                maps = region_maps(run, window, grid, images, clean_maps, measures, fill, noise, batch_size)
+                regions = staged or CropRegions(run, window, grid, images, fill, noise)
+                maps = region_maps(regions, grid, images, clean_maps, measures, batch_size)
             yield _Chunk(index, {layer: clean}, {layer: maps}, {layer: tuple(clean_maps.shape[2:])})
 
 

@@ -82,6 +82,8 @@ class LayerWindow:
     rows: Axis
     cols: Axis
     units: int  # channels of the map
+    chain: tuple[nn.Module, ...] | None = None  # leaf modules whose composition makes the map, when a plain chain
+    chain_floats: int = 0  # numbers the chain's outputs hold per image
 
 
 # --- tracing -------------------------------------------------------------------------------------------
@@ -120,7 +122,7 @@ class _Tracer:
     """Hook state: a fingerprint and a geometry (or the reason it has none) per traced tensor."""
 
     def __init__(self):
-        self.entries: dict[int, tuple] = {}  # data_ptr -> (tensor, fingerprint, magnitude, geometry | reason)
+        self.entries: dict[int, tuple] = {}  # data_ptr -> (tensor, fingerprint, magnitude, geometry | reason, chain)
         self.weights: dict[tuple, torch.Tensor] = {}
         self.inputs: dict[int, object] = {}  # id(module) -> geometry of its input, between its two hooks
         self.result = self.shape = None
@@ -134,17 +136,18 @@ class _Tracer:
         w = self.weights[key]
         return float((t.double() * w).sum()), float((t.double().abs() * w).sum())
 
-    def add(self, t: torch.Tensor, geometry) -> None:
-        self.entries[t.data_ptr()] = (t, *self.fingerprint(t), geometry)
+    def add(self, t: torch.Tensor, geometry, chain: tuple | None) -> None:
+        """`chain`: ((module, floats), ...) whose composition made `t` from the input; None for a sum."""
+        self.entries[t.data_ptr()] = (t, *self.fingerprint(t), geometry, chain)
 
     def geometry_of(self, t, where: str):
-        """The geometry of a leaf's input `t`: a traced tensor unchanged since, or a sum of two."""
+        """The geometry and chain of a leaf's input `t`: a traced tensor unchanged since, or a sum of two."""
         if not torch.is_tensor(t) or t.dim() != 4:
-            return f"the input of {where} is not a map [B, C, H, W]"
+            return f"the input of {where} is not a map [B, C, H, W]", None
         value, scale = self.fingerprint(t)
         same = self.entries.get(t.data_ptr())
         if same is not None and same[0] is t and same[1] == value:
-            return same[3]
+            return same[3], same[4]
         candidates = [e for e in self.entries.values() if e[0].shape == t.shape and e[0].device == t.device]
         firsts = [same] if same is not None and same[0] is t else candidates[-16:]
         for first in firsts:
@@ -154,20 +157,20 @@ class _Tracer:
                 tolerance = 1e-6 * (first[2] + second[2]) + 1e-30
                 if abs(value - first[1] - second[1]) <= tolerance:
                     if isinstance(first[3], str) or isinstance(second[3], str):
-                        return first[3] if isinstance(first[3], str) else second[3]
-                    return _union(first[3], second[3])
-        return f"the input of {where} was made outside the traced modules (a functional op, slice or concat)"
+                        return (first[3] if isinstance(first[3], str) else second[3]), None
+                    return _union(first[3], second[3]), None
+        return f"the input of {where} was made outside the traced modules (a functional op, slice or concat)", None
 
     def leaf(self, name: str):
         def pre_hook(module, inputs):
             tensors = [x for x in inputs if torch.is_tensor(x)]
             if len(tensors) != 1:
-                self.inputs[id(module)] = f"{name!r} takes {len(tensors)} tensors"
+                self.inputs[id(module)] = f"{name!r} takes {len(tensors)} tensors", None
             else:
                 self.inputs[id(module)] = self.geometry_of(tensors[0], repr(name))
 
         def hook(module, inputs, output):
-            geometry = self.inputs.pop(id(module), f"{name!r} was not traced")
+            geometry, chain = self.inputs.pop(id(module), (f"{name!r} was not traced", None))
             if not torch.is_tensor(output):
                 return
             if not isinstance(geometry, str):
@@ -178,7 +181,8 @@ class _Tracer:
                 elif not isinstance(module, POINTWISE):
                     geometry = f"{name!r} ({type(module).__name__}) is not a conv, pool or pointwise module"
             if output.dim() == 4:
-                self.add(output, geometry)
+                chain = None if chain is None or isinstance(geometry, str) else (*chain, (module, output.numel()))
+                self.add(output, geometry, chain)
         return pre_hook, hook
 
 
@@ -209,7 +213,7 @@ def _trace(model: nn.Module, layer: str, input_size: tuple[int, int, int]) -> La
         if tracer.result is None:
             spatial = torch.is_tensor(output) and output.dim() == 4
             tracer.result = tracer.geometry_of(output, f"layer {layer!r}") if spatial \
-                else f"layer {layer!r} has no spatial map [B, K, H, W]"
+                else (f"layer {layer!r} has no spatial map [B, K, H, W]", None)
             tracer.shape = tuple(output.shape) if torch.is_tensor(output) else None  # (1, K, h, w)
         raise _Found
 
@@ -224,7 +228,7 @@ def _trace(model: nn.Module, layer: str, input_size: tuple[int, int, int]) -> La
         dtype, device = (torch.float32, "cpu") if like is None else (like.dtype, like.device)
         x = torch.rand(1, *input_size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
         x = (x - 0.5).to(device=device, dtype=dtype)
-        tracer.add(x, ((0, 1, 1), (0, 1, 1)))
+        tracer.add(x, ((0, 1, 1), (0, 1, 1)), ())
         with observation_mode(model):
             model(x)
     except _Found:
@@ -234,11 +238,10 @@ def _trace(model: nn.Module, layer: str, input_size: tuple[int, int, int]) -> La
             handle.remove()
     if tracer.result is None:
         return f"layer {layer!r} was not called during the forward pass"
-    if isinstance(tracer.result, str):
-        return tracer.result
-    if tracer.shape is None or len(tracer.shape) != 4:
-        return f"layer {layer!r} has no spatial map"
-    (left_r, jump_r, size_r), (left_c, jump_c, size_c) = tracer.result
+    geometry, chain = tracer.result
+    if isinstance(geometry, str):
+        return geometry
+    (left_r, jump_r, size_r), (left_c, jump_c, size_c) = geometry
     _, units, h, w = tracer.shape
     return LayerWindow(Axis(left_r, jump_r, size_r, h, input_size[1]), Axis(left_c, jump_c, size_c, w, input_size[2]),
-                       units)
+                       units, None if not chain else tuple(m for m, _ in chain), sum(f for _, f in chain or ()))
