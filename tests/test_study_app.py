@@ -14,7 +14,7 @@ def test_viewer_serves_studies(tmp_path, monkeypatch):
     token = StudyDB(tmp_path / "studies.sqlite").researcher_token
     spec = {"run": "tiny", "layer": "conv2", "units": [2], "step": 6, "task": "pairs", "n_test": 2, "n_practice": 1,
             "n_references": 2, "n_catch": 0, "participants": 2}
-    assert client.post("/study/api/studies", json=spec).status_code == 403
+    assert client.post("/study/api/studies", json=spec).status_code == 401  # the gate, before the route
     reply = client.post("/study/api/studies", json=spec, headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 201, reply.text
     links = json.loads(reply.data)["links"]

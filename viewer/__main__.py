@@ -4,6 +4,8 @@ Like `tensorboard --logdir`: runs are found below the folder (any `record.zarr`)
 new ones as they appear; the page polls for new checkpoints of live runs. The root
 may be a URL the run store opens (`s3://bucket/sweep`, `gs://...`), with endpoint and
 credentials from the usual environment (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...).
+With `TUNELINE_STUDIES=<database>` it serves human studies too, and every page but the
+participants' needs the researcher's token: the link printed at start sets it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def main(argv=None) -> None:
     app = create_app(root)
     print(f"tuneline viewer: serving runs below '{shown}' at http://{args.host}:{args.port}/",
           file=sys.stderr, flush=True)
+    server = getattr(app, "server", None)
+    studies = server.config.get("TUNELINE_STUDY_DB") if server is not None else None
+    if studies is not None:  # participants are served: every other page needs the researcher's token
+        print(f"tuneline viewer: studies on; researcher link (open once per browser): "
+              f"http://{args.host}:{args.port}/?token={studies.researcher_token}", file=sys.stderr, flush=True)
     app.run(host=args.host, port=args.port, debug=args.debug)
 
 

@@ -6,7 +6,10 @@
 
 `register(app, registry)` adds the study routes (`viewer.study.api`) to a viewer app
 when the environment names a study database in `TUNELINE_STUDIES`; runs named in
-create requests are resolved among the registry's runs only.
+create requests are resolved among the registry's runs only. It also installs the
+researcher gate (`viewer.study.gate`): every page and callback but the participants'
+then needs the researcher's token, and `app.server.config["TUNELINE_STUDY_DB"]` holds
+the `StudyDB` (its `researcher_token`).
 """
 
 from __future__ import annotations
@@ -31,4 +34,9 @@ def register(app, registry, db_path=None):
             raise ValueError(f"run given an invalid value: {run_id!r}: {exc}") from exc
         return StudySource.open(run.path if run.path is not None else run.location)
 
-    return add_routes(app.server, path, sources=sources)
+    from viewer.study.gate import install
+
+    db = add_routes(app.server, path, sources=sources)
+    install(app.server, db.researcher_token)
+    app.server.config["TUNELINE_STUDY_DB"] = db
+    return db

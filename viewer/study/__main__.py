@@ -79,12 +79,14 @@ def serve(args) -> None:
     if args.runs:
         from viewer.app import create_app
 
+        from viewer import study
+
         app = create_app(args.runs)
         server = app.server
         if "tuneline_study" not in server.blueprints:
-            from viewer.study.api import register
-
-            register(server, args.db)
+            study.register(app, server.config["TUNELINE_REGISTRY"], db_path=args.db)
+        print(f"researcher: http://{args.host}:{args.port}/?token={server.config['TUNELINE_STUDY_DB'].researcher_token}",
+              file=sys.stderr, flush=True)
     else:
         import flask
 

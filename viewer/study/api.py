@@ -5,7 +5,8 @@
 
 Participant routes (the link is the secret): `GET /study/p/<token>` (page),
 `GET .../state`, `POST .../answer`, `GET .../image/<name>`. Researcher routes need the
-researcher's token (`Authorization: Bearer <token>`, or `?token=`): `POST
+researcher's token (`Authorization: Bearer <token>`, the cookie a visit with
+`?token=` sets, or `?token=`): `POST
 /study/api/studies` (create; needs `sources`), `GET /study/api/studies`, `GET
 /study/api/studies/<id>/progress`, `.../results`, `.../results.csv`, `POST
 .../participants`, and the page `GET /study/r/<id>`. Refusals are HTTP 4xx with a
@@ -15,13 +16,13 @@ plain-text message.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 from collections.abc import Callable
 
 import flask
 
 from viewer.study.answers import AnswerError, StudyDB
+from viewer.study.gate import researcher_token_given
 from viewer.study.spec import StudySpec
 
 __all__ = ["register"]
@@ -45,9 +46,7 @@ def register(server: flask.Flask, db_path, sources: Callable | None = None, name
     bp = flask.Blueprint(name, __name__, url_prefix="/study")
 
     def researcher() -> flask.Response | None:
-        given = flask.request.headers.get("Authorization", "").removeprefix("Bearer ").strip() or \
-            flask.request.args.get("token", "")
-        if not given or not hmac.compare_digest(given.encode(), db.researcher_token.encode()):
+        if researcher_token_given(flask.request, db.researcher_token) is None:
             return _text(403, "this page needs the researcher's token (Authorization: Bearer <token> or ?token=); "
                               "python -m viewer.study token --db <database> prints it")
         return None
