@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qs
 
-from viewer import figures, images, readout, receptive, rf_figures, unit_rf
+from viewer import figures, images, readout, receptive, rf_figures, study_curve, unit_rf
 from viewer.colors import class_hex
 from viewer.compare import (MAX_COMPARE, committed, compare_charts, compare_controls, compare_view, config_notes,
                             default_comparison, poll, preferred_accuracy)
@@ -237,7 +237,8 @@ def unit_view(registry: Registry, run_id, layer, unit, by, metric, t) -> list:
         occlusion = unit_rf.occlusion_section(run, layer, d["unit"], d["t"])
     except (OSError, ValueError) as exc:  # a damaged occlusion array: the rest of the unit still shows
         occlusion = {"note": f"occlusion cannot be read: {str(exc)[:200]}"}
-    return unit_panel(f"{layer} · unit {d['unit']}", " · ".join(parts), figs, cards, note, d["rule"], occlusion)
+    return (unit_panel(f"{layer} · unit {d['unit']}", " · ".join(parts), figs, cards, note, d["rule"], occlusion)
+            + study_curve.study_blocks(registry, run_id, layer, d["unit"], d["step"]))
 
 
 def scalar_version(registry: Registry, run_id) -> int | None:

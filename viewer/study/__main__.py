@@ -6,6 +6,7 @@
         --task pairs --conditions none,natural --participants 10
     python -m viewer.study progress --db studies.sqlite STUDY
     python -m viewer.study results --db studies.sqlite STUDY > results.csv
+    python -m viewer.study overtime --db studies.sqlite STUDY > curves.csv   # answers re-scored per checkpoint
     python -m viewer.study serve --db studies.sqlite --port 8050      # study routes only
     python -m viewer.study token --db studies.sqlite                  # the researcher's token
 
@@ -75,6 +76,21 @@ def create(args) -> str:
     return "\n".join(lines)
 
 
+def overtime(args) -> str:
+    """CSV of each unit's pooled score at every checkpoint with saved weights (why not, on stderr)."""
+    from viewer.study.answers import StudyDB
+    from viewer.study.overtime import study_curves
+
+    curve = study_curves(StudyDB(args.db), args.study, builder=args.builder)
+    if curve["why"]:
+        print(f"python -m viewer.study overtime: {curve['why']}", file=sys.stderr)
+    lines = ["study,unit,metric,step,value"]
+    for unit, row in curve["units"].items():
+        lines += [f"{args.study},{unit},{row['metric']},{step},{'' if v is None else f'{v:.6g}'}"
+                  for step, v in zip(curve["steps"], row["values"])]
+    return "\n".join(lines)
+
+
 def serve(args) -> None:
     if args.runs:
         from viewer.app import create_app
@@ -121,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("study")
         p.add_argument("--db", required=True)
+    o = sub.add_parser("overtime", help="CSV: every stored answer re-scored at each checkpoint with saved weights")
+    o.add_argument("study")
+    o.add_argument("--db", required=True)
+    o.add_argument("--builder", help="module:function (config dict -> (model, probe)); default: the run's")
     t = sub.add_parser("token", help="print the researcher's token")
     t.add_argument("--db", required=True)
     s = sub.add_parser("serve", help="serve the study routes (with --runs: the whole viewer)")
@@ -140,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             from viewer.study.results import results_csv
 
             sys.stdout.write(results_csv(StudyDB(args.db), args.study))
+        elif args.command == "overtime":
+            print(overtime(args))
         elif args.command == "token":
             print(StudyDB(args.db).researcher_token)
         else:

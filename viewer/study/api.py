@@ -145,12 +145,22 @@ def register(server: flask.Flask, db_path, sources: Callable | None = None, name
         response.headers["Content-Disposition"] = f"attachment; filename=study_{study}.csv"
         return response
 
+    @bp.get("/api/studies/<study>/overtime")
+    def overtime(study):
+        if (refused := researcher()) is not None:
+            return refused
+        from viewer.study.overtime import study_curves
+
+        return _json(study_curves(db, study))
+
     @bp.get("/r/<study>")
     def results_page(study):
-        refused = researcher()
+        if (refused := researcher()) is not None:
+            return refused
+        from viewer.study.overtime import study_curves
         from viewer.study.results import results_html
 
-        return refused if refused is not None else flask.Response(results_html(db, study), mimetype="text/html")
+        return flask.Response(results_html(db, study, study_curves(db, study)), mimetype="text/html")
 
     server.register_blueprint(bp)
     return db

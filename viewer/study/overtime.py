@@ -1,6 +1,7 @@
 """Every stored answer re-scored against the unit at every checkpoint whose weights were saved.
 
     curve = curves(db, study, source)   # {"steps": [...], "why": str | None, "units": {unit: {"metric", "values"}}}
+    curve = study_curves(db, study)     # the same for the study's own run, cached until an answer is stored
 
 Masks: the truth at step s is the unit's map on each test image at s thresholded at
 the run's stored `T_k` of s. Pairs: the truth at s is the side whose shown (occluded)
@@ -11,13 +12,18 @@ weights gives the study's own step only (stored truths), and says why.
 
 from __future__ import annotations
 
-import numpy as np
+import threading
+
 import torch
 
 from viewer.study.items import bits, unit_maps
 from viewer.study.scoring import score_answers
 
-__all__ = ["curves", "truths_at"]
+__all__ = ["curves", "study_curves", "truths_at"]
+
+_SOURCES: dict = {}  # run location -> StudySource (its model rebuilt once per process)
+_CURVES: dict = {}  # (database, study, answers stored) -> curves
+_LOCK = threading.Lock()
 
 
 def _pair_images(probe, item: dict) -> torch.Tensor:
@@ -59,15 +65,16 @@ def truths_at(db, study: str, source, step: int) -> dict[int, str] | None:
     return truths
 
 
-def curves(db, study: str, source) -> dict:
-    """Per unit, the pooled score of every stored test answer at each checkpoint with saved weights."""
+def curves(db, study: str, source, why: str | None = None) -> dict:
+    """Per unit, the pooled score of every stored test answer at each checkpoint with saved weights.
+
+    `source` None (with `why`: e.g. the run cannot be opened) scores the study's own step only."""
     spec = db.spec(study)
     answers = [a for a in db.answers(study) if a["phase"] == "test" and not a["extra"].get("catch")]
-    steps = [s for s in source.weight_steps if s in set(source.run.steps.tolist())]
-    why = None
+    steps = [] if source is None else [s for s in source.weight_steps if s in set(source.run.steps.tolist())]
     if not steps:
-        steps, why = [spec.step], (source.why_no_weights or "the run saved no model weights") + \
-            f"; only the study's own step {spec.step} is scored"
+        reason = why or (source.why_no_weights if source is not None else None) or "the run saved no model weights"
+        steps, why = [spec.step], f"{reason}; only the study's own step {spec.step} is scored"
     metric = "imrou" if spec.task == "masks" else "accuracy"
     units = {unit: {"metric": metric, "values": []} for unit in spec.units}
     for step in steps:
@@ -79,3 +86,24 @@ def curves(db, study: str, source) -> dict:
             row = score_answers(spec.task, [a["answer"] for a in mine], truth, shape) if mine else {metric: None}
             units[unit]["values"].append(row[metric])
     return {"study": study, "steps": steps, "why": why, "units": units}
+
+
+def study_curves(db, study: str, builder: str | None = None) -> dict:
+    """`curves` against the study's own run (`spec.run`), cached until the study stores a new answer.
+
+    A run that cannot be opened (moved, no builder) gives the study's own step, saying why."""
+    from viewer.study.source import StudySource
+
+    spec = db.spec(study)
+    key = (str(db.path), study, len(db.answers(study)), builder)
+    with _LOCK:  # one computation at a time: each rebuilds models and runs the probe images through them
+        if key in _CURVES:
+            return _CURVES[key]
+        source, why = _SOURCES.get((spec.run, builder)), None
+        if source is None:
+            try:
+                source = _SOURCES[(spec.run, builder)] = StudySource.open(spec.run, builder=builder)
+            except (OSError, ValueError, ImportError) as exc:
+                why = f"the study's run {spec.run!r} cannot be opened: {exc}"
+        _CURVES[key] = result = curves(db, study, source, why)
+        return result
