@@ -6,9 +6,12 @@
 
 `D[i, j] = m(A(x)) - m(A(x occluded at cell (i, j)))` for each unit's map `A`, with
 `m` the spatial mean, the spatial max, or "peak": A at the position of its max on the
-unoccluded image. Every forward stops at the deepest layer needed (a private
-exception raised from the layer's hook), runs in `observation_mode` (eval, no_grad,
-train flags and RNG states restored) and on the model's device.
+unoccluded image. Where a layer's geometry is certified (window.py), occluded
+forwards run only where the map changes: stage by stage on a plain chain (staged.py),
+on aligned input crops otherwise, on the peak's cone for "peak" alone (cropped.py);
+elsewhere on full occluded images. Every forward stops at the deepest layer needed,
+runs in `observation_mode` (eval, no_grad, train flags and RNG states restored) and
+on the model's device.
 """
 
 from __future__ import annotations
@@ -204,7 +207,8 @@ def _cropped_sweep(model: nn.Module, layer: str, window: LayerWindow, units: tor
             yield _Chunk(index, {layer: clean}, {layer: maps}, {layer: tuple(clean_maps.shape[2:])})
 
 
-def _window(model: nn.Module, layer: str, input_size: tuple[int, int, int], windowed: bool | None) -> LayerWindow | None:
+def _window(model: nn.Module, layer: str, input_size: tuple[int, int, int],
+            windowed: bool | None) -> LayerWindow | None:
     """The layer's certified geometry when crops are to be used, None for full-image forwards."""
     if windowed is False:
         return None
