@@ -76,6 +76,8 @@ def test_one_visit_with_the_token_opens_the_viewer_in_that_browser(served):
     cookie = first.headers["Set-Cookie"]
     assert f"{COOKIE}={token}" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert client.get("/?run=tiny").status_code == 200
+    again = client.get(f"/?token={token}")  # with the cookie already set, the token still leaves the URL
+    assert again.status_code == 303 and again.headers["Location"] == "/"
     assert "url" in json.dumps(client.get("/_dash-layout").get_json())
     page = call(client, "page.children", [("route", "data", "/?run=tiny")],
                 state=[("url", "pathname", "/"), ("url", "search", "?run=tiny")])

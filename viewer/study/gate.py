@@ -30,7 +30,7 @@ OPEN_PATHS = ("/_favicon.ico", "/favicon.ico")
 def researcher_token_given(request: flask.Request, token: str) -> str | None:
     """Where the request carries the researcher's `token` ("header", "cookie", "query"), or None."""
     given = [("header", request.headers.get("Authorization", "").removeprefix("Bearer ").strip()),
-             ("cookie", request.cookies.get(COOKIE, "")), ("query", request.args.get("token", ""))]
+             ("query", request.args.get("token", "")), ("cookie", request.cookies.get(COOKIE, ""))]
     for where, value in given:
         if value and hmac.compare_digest(value.encode(), token.encode()):
             return where

@@ -146,11 +146,13 @@ async function send(body) {
 }
 
 function next(reply, message) {
-  state.position = reply.next; header();
+  $("#progress").value = reply.next;  // the count names the item shown until the next one is painted
   if (!reply.truth) { load(); return; }
   $("#feedback").innerHTML = `<p class="feedback">${message}</p><button class="act" id="next">Next</button>`;
   $("#next").onclick = load; $("#next").focus();
 }
+
+const fixed = (v) => (v === null || v === undefined) ? "–" : Number(v).toFixed(2);
 
 async function submitMask(cells) {
   const mask = cells.map((c) => c.classList.contains("on") ? "1" : "0").join("");
@@ -158,7 +160,7 @@ async function submitMask(cells) {
   if (!reply) return;
   if (reply.truth) cells.forEach((c, i) => { if (reply.truth[i] === "1") c.classList.add("truth"); c.disabled = true; });
   const f = reply.feedback || {};
-  next(reply, reply.truth ? `Practice: green frames mark where the unit fires. IoU ${f.iou ?? "–"}, ImRoU ${f.imrou ?? "–"}` : "");
+  next(reply, reply.truth ? `Practice: your cells are shaded, green frames mark where the unit fires. IoU ${fixed(f.iou)}, ImRoU ${fixed(f.imrou)}` : "");
 }
 
 function renderPair() {

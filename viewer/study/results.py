@@ -39,22 +39,32 @@ def _cell(row: dict, key: str) -> str:
     return f"{value:.3f}{ci}"
 
 
-def _curve_svg(steps, values, width=320, height=120) -> str:
+def _curve_svg(steps, values, own_step=None, width=360, height=150) -> str:
+    """A small line chart: y axis 0..1 with gridlines, the first and last steps, the study's own step ringed."""
     points = [(s, v) for s, v in zip(steps, values) if v is not None]
     if not points:
         return "<p>no scores</p>"
     lo_s, hi_s = min(steps), max(max(steps), min(steps) + 1)
     lo_v, hi_v = min(0.0, *[v for _, v in points]), max(1.0, *[v for _, v in points])
+    left, right, top, bottom = 36, 12, 8, 22
 
     def xy(s, v):
-        return (20 + (s - lo_s) / (hi_s - lo_s) * (width - 40), height - 20 - (v - lo_v) / (hi_v - lo_v) * (height - 40))
+        return (left + (s - lo_s) / (hi_s - lo_s) * (width - left - right),
+                top + (hi_v - v) / (hi_v - lo_v) * (height - top - bottom))
 
+    grid = "".join(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e5e5"/>'
+                   f'<text x="{left - 4}" y="{y + 3:.1f}" font-size="10" text-anchor="end">{v:g}</text>'
+                   for v in (0.0, 0.5, 1.0) for _, y in [xy(lo_s, v)])
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(s, v) for s, v in points))
-    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>step {s}: {v:.3f}</title></circle>'
-                   for s, v in points for x, y in [xy(s, v)])
-    return (f'<svg width="{width}" height="{height}" role="img"><polyline fill="none" stroke="#36c" '
-            f'points="{path}"/>{dots}<text x="20" y="{height - 4}" font-size="10">step {lo_s}</text>'
-            f'<text x="{width - 80}" y="{height - 4}" font-size="10">step {max(steps)}</text></svg>')
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#36c"><title>step {s}: {v:.3f}</title></circle>'
+                   + (f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="none" stroke="#e8590c" stroke-width="2"/>'
+                      if s == own_step else "") for s, v in points for x, y in [xy(s, v)])
+    base = height - 6
+    ticks = (f'<text x="{left}" y="{base}" font-size="10">step {lo_s:,}</text>'
+             + (f'<text x="{width - right}" y="{base}" font-size="10" text-anchor="end">step {max(steps):,}</text>'
+                if max(steps) != lo_s else ""))
+    return (f'<svg width="{width}" height="{height}" role="img">{grid}<polyline fill="none" stroke="#36c" '
+            f'points="{path}"/>{dots}{ticks}</svg>')
 
 
 def results_html(db, study: str, curves: dict | None = None) -> str:
@@ -71,11 +81,13 @@ def results_html(db, study: str, curves: dict | None = None) -> str:
              f"{progress['items']} items each. 95 % bootstrap CIs in brackets.</p>",
              f"<table id='scores'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"]
     if curves:
-        parts.append("<h2>Over training</h2>")
+        parts.append("<h2>Over training</h2><p>Every stored test answer re-scored against the unit at each "
+                     "checkpoint with saved weights (all participants pooled); the study's checkpoint ringed.</p>")
         if curves.get("why"):
             parts.append(f"<p class='why'>{html.escape(curves['why'])}</p>")
         for unit, curve in curves["units"].items():
-            parts.append(f"<h3>unit {unit}: {curve['metric']}</h3>" + _curve_svg(curves["steps"], curve["values"]))
+            parts.append(f"<h3>unit {unit}: {curve['metric']}</h3>"
+                         + _curve_svg(curves["steps"], curve["values"], table["step"]))
     style = ("body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:70rem}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left}small{color:#666}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Study {html.escape(study)}</title>"
