@@ -292,8 +292,8 @@ class Recorder:
         self._last_step_seen = step
         last = self._last_row_step
         if first or last is None or step // self.every > last // self.every:
-            self.record(step)
-        if metrics:
+            self.record(step, metrics=metrics)  # committed with the row
+        elif metrics:
             self.log_metrics(metrics, step=step)
 
     def log_metrics(self, values: dict[str, float], step: int | None = None) -> None:
