@@ -1,7 +1,10 @@
 """The participant's page in real Chromium: both tasks played end to end, by mouse and keyboard; stored scores checked."""
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from recorder.metrics import imrou
 from tests.support.browser import chromium
@@ -12,6 +15,36 @@ from viewer.study.items import generate, unbits
 from viewer.study.scoring import score_study
 from viewer.study.source import StudySource
 from viewer.study.spec import StudySpec
+
+
+# Each <img> on the page once all have loaded: (name, loaded with a size, distinct colours of its pixels), read back
+# through a canvas (the images are same-origin, so the canvas is readable).
+IMAGES_SHOWN = """async () => {
+  const imgs = [...document.querySelectorAll('#main img')];
+  await Promise.all(imgs.map((img) => img.decode().catch(() => null)));
+  return imgs.map((img) => {
+    const loaded = img.complete && img.naturalWidth > 0;
+    let colours = 0;
+    if (loaded) {
+      const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+      const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+      const px = ctx.getImageData(0, 0, c.width, c.height).data, seen = new Set();
+      for (let i = 0; i < px.length; i += 4) seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+      colours = seen.size;
+    }
+    return [img.src.split('/').pop(), loaded, colours];
+  });
+}"""
+
+
+def images_shown(page) -> dict[str, tuple[bool, int]]:
+    """{image name: (loaded, distinct colours)} of every picture in the page's main area, after they have loaded."""
+    page.wait_for_function("() => [...document.querySelectorAll('#main img')].every((i) => i.complete)")
+    return {name: (loaded, colours) for name, loaded, colours in page.evaluate(IMAGES_SHOWN)}
+
+
+def distinct_colours(png: bytes) -> int:
+    return len(np.unique(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3), axis=0))
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +118,16 @@ def test_pairs_played_with_confidence(served):
     for n in range(5):
         page.wait_for_selector(f"#main[data-item='{n}'] #side-left")  # item n painted
         assert page.locator(".gallery img").count() == 2  # the natural references
+        state = db.state(token)  # what the server holds for item n
+        shown = images_shown(page)
+        references = state["context"]["references"]
+        assert set(shown) == {*references, state["item"]["left"], state["item"]["right"]}
+        for name, (loaded, colours) in shown.items():
+            # every picture arrived, and shows what the study stored: as many colours as the PNG holds (more than
+            # one unless the occluder covers the whole image)
+            assert loaded, f"image {name} did not load"
+            assert colours == distinct_colours(db.image(token, name)), name
+        assert all(colours > 1 for name, (_, colours) in shown.items() if name in references)
         if n % 2:
             page.keyboard.press("ArrowRight")
             page.keyboard.press("3")
