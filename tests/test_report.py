@@ -51,6 +51,7 @@ def test_receptive_fields_at_the_first_and_last_occluded_step(smoke):
     text = report_markdown(smoke)
     assert "| run | layer | theoretical | empirical first | empirical last | last / theoretical |" in text
     assert "empirical RF of conv2 smaller than its theoretical RF" in text
+    assert "rotation control: fewer unique detectors in conv2 at equal accuracy" in text  # the layer's name
 
 
 def test_cli_writes_report_md(smoke, tmp_path, capsys):

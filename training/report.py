@@ -122,9 +122,9 @@ def checks(summaries: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
     rf = base.get("rf", {})
     if rf:
         deep = list(rf)[-1]
-        last, theory = rf[deep]["last"], rf[deep]["theoretical"]
+        end, theory = rf[deep]["last"], rf[deep]["theoretical"]
         out.append((f"baseline empirical RF of {deep} smaller than its theoretical RF (Zhou et al. 2015)",
-                    last["median"] < theory, f"median rf_size {last['median']:.1f} px at step {last['step']} vs "
+                    end["median"] < theory, f"median rf_size {end['median']:.1f} px at step {end['step']} vs "
                     f"theoretical {theory:.0f} px"))
     rot = summaries.get("rotated")
     if rot and last and rot["unique_last"] is not None:
