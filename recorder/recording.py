@@ -395,13 +395,23 @@ class Recorder:
                 continue
             self._noted_signed.add(name)
             after = activation_after(self.model, name)
-            hint = (f"record {after!r}, the activation after it" if after else
-                    "if a functional activation follows it (e.g. F.relu), make it a module (nn.ReLU()) "
-                    "and record that module")
+            if after:
+                hint = f"record {after!r}, the activation after it"
+            elif name == self._output_module:
+                hint = "nothing: these are the model's outputs (logits), for which the signed rule is meant"
+            else:
+                hint = ("if a functional activation follows it (e.g. F.relu), make it a module (nn.ReLU()) "
+                        "and record that module")
             print(f"tuneline: layer {name!r} is signed (smallest probe response {float(np.nanmin(floor)):.3g} "
                   f"< 0, as before a ReLU, in BatchNorm, logits or tokens): its selectivity is measured above "
                   f"each unit's smallest response, and a unit is dead only when constant. For Morcos' "
                   f"selectivity on responses >= 0, {hint}.", file=sys.stderr, flush=True)
+
+    @property
+    def _output_module(self) -> str | None:
+        """The name of the last module registered in the model (its output layer, as a rule)."""
+        names = [name for name, module in self.model.named_modules() if name and not list(module.children())]
+        return names[-1] if names else None
 
     def _window_rows(self, layers: dict, row_metrics: dict) -> None:
         """The online window's arrays (rank 0). Rank 0 keeps the merged sums until its row

@@ -121,7 +121,9 @@ def test_recorded_selectivity_follows_the_rule(tmp_path, capsys, make, layer, ch
     np.testing.assert_allclose(recorded.selectivity("si")[0], si, rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(recorded.dead()[0], dead)
     assert not dead.all()  # signed units are not taken for dead
-    assert f"layer {layer!r} is signed" in capsys.readouterr().err  # the note, once
+    note = capsys.readouterr().err
+    assert note.count(f"layer {layer!r} is signed") == 1  # the note, once
+    assert ("model's outputs (logits)" in note) == (layer == "fc")  # nothing to change for logits
 
 
 def test_functional_relu_conv_is_selective_where_morcos_sees_dead_units(tmp_path):
