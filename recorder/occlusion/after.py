@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from recorder.occlusion.receptive_field import theoretical_rf
 from recorder.occlusion.rows import occlusion_arrays
@@ -73,6 +74,24 @@ def _run_config(run: Run) -> dict:
     return run.config
 
 
+def rebuild_model_and_probe(run: Run, builder: str | None = None) -> tuple[str, nn.Module, object]:
+    """`(builder spec, model, probe)` of a local run, from the builder named by `builder` or by
+    the run's config (`module:function`, config dict -> (model, probe)); the probe must be the
+    run's own (same fingerprint), since stored top-k indices point into it."""
+    config = _run_config(run)
+    spec = builder or config.get("builder")
+    if not spec:
+        raise ValueError(f"the run at {run.location!r} names no builder in its config; pass a builder "
+                         "'module:function' (--builder on the command line; a function config dict -> "
+                         "(model, probe)), e.g. training.rebuild:model_and_probe")
+    model, probe = load_builder(spec)(config)
+    fingerprint = run.probe.get("fingerprint")
+    if fingerprint is not None and probe.fingerprint != fingerprint:
+        raise ValueError(f"builder {spec!r} gave a probe with fingerprint {probe.fingerprint!r}, but the run was "
+                         f"recorded with {fingerprint!r}; the top-k images index the run's own probe")
+    return spec, model, probe
+
+
 def _settings(run: Run, layer: str, given: dict, every: int) -> OcclusionSettings:
     """The layer's recorded or added settings, else the defaults; refuse given ones that differ."""
     record = run.layer(layer)
@@ -100,17 +119,7 @@ def occlude_run(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     settings_given = {"patch": patch, "stride": stride, "fill": fill, "measure": measure}
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"every given an invalid value: {every!r}; expected an integer >= 1 (a row count)")
-    config = _run_config(run)
-    spec = builder or config.get("builder")
-    if not spec:
-        raise ValueError(f"the run at {run.location!r} names no builder in its config; pass --builder "
-                         "module:function (a function config dict -> (model, probe)), e.g. "
-                         "training.rebuild:model_and_probe")
-    model, probe = load_builder(spec)(config)
-    fingerprint = run.probe.get("fingerprint")
-    if fingerprint is not None and probe.fingerprint != fingerprint:
-        raise ValueError(f"builder {spec!r} gave a probe with fingerprint {probe.fingerprint!r}, but the run was "
-                         f"recorded with {fingerprint!r}; the top-k images index the run's own probe")
+    spec, model, probe = rebuild_model_and_probe(run, builder)
     model = model.to(device)
     shapes = layer_shapes(model, probe, run.layers, torch.device(device))
     given = {"layers": list(layers) if layers is not None else None, "every": every,

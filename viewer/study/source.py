@@ -12,14 +12,13 @@ The model and probe are rebuilt by the run's builder (`module:function`, config 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from recorder.occlusion.after import checkpoint_steps, load_builder
+from recorder.occlusion.after import checkpoint_steps, rebuild_model_and_probe
 from recorder.store import Run
 
 __all__ = ["StudySource"]
@@ -42,18 +41,7 @@ class StudySource:
         run = Run.open(run_dir)
         if run.path is None:
             raise ValueError(f"a study needs a local run folder with checkpoints; {run.location!r} is a URL")
-        path = run.path / "config.json"
-        config = json.loads(path.read_text()) if path.is_file() else dict(run.config or {})
-        spec = builder or config.get("builder")
-        if not spec:
-            raise ValueError(f"the run at {run.location!r} names no builder in its config.json; pass a builder "
-                             "'module:function' (config dict -> (model, probe)), e.g. "
-                             "training.rebuild:model_and_probe")
-        model, probe = load_builder(spec)(config)
-        fingerprint = run.probe.get("fingerprint")
-        if fingerprint is not None and probe.fingerprint != fingerprint:
-            raise ValueError(f"builder {spec!r} gave a probe with fingerprint {probe.fingerprint!r}, but the run "
-                             f"was recorded with {fingerprint!r}")
+        _, model, probe = rebuild_model_and_probe(run, builder)
         files = checkpoint_steps(run.path)
         recorded = set(run.steps.tolist())
         steps = [s for s in files if s in recorded]
