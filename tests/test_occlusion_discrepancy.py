@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from recorder.occlusion import discrepancy, occlude_topk, pixel_map
+from support.occlusion_reference import brute_force as brute_force_all
+from support.occlusion_reference import layer_map
 
 H, W, P, S = 14, 11, 4, 3  # corners 0, 3, 6, 9, 12 and 0, 3, 6, 9: the last squares are cut by the border
 
@@ -21,16 +23,6 @@ def tiny_net(batchnorm: bool = False) -> nn.Sequential:
         layers += [nn.BatchNorm2d(6), nn.Dropout(0.5)]
     layers += [nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)]
     return nn.Sequential(*layers)
-
-
-def layer_map(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The full output of `layer` on a batch, from a plain forward."""
-    kept = []
-    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: kept.append(o.clone()))
-    with torch.no_grad():
-        model(x)
-    handle.remove()
-    return kept[0]
 
 
 def measure_of(a: torch.Tensor, measure: str, peak: torch.Tensor) -> torch.Tensor:
@@ -45,26 +37,7 @@ def measure_of(a: torch.Tensor, measure: str, peak: torch.Tensor) -> torch.Tenso
 
 def brute_force(model, layer, image, patch, stride, fill, measure, seed=0) -> torch.Tensor:
     """D (K, gh, gw) of one image: one occluder position at a time, by slicing."""
-    channels, height, width = image.shape
-    noise = torch.randn(channels, height, width, generator=torch.Generator().manual_seed(seed))
-    clean = layer_map(model, layer, image[None])[0]
-    peak = clean.flatten(1).argmax(1)
-    rows = range(0, height - patch + stride, stride)
-    cols = range(0, width - patch + stride, stride)
-    out = torch.zeros(clean.shape[0], len(rows), len(cols))
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            x = image.clone()
-            square = x[:, r:r + patch, c:c + patch]
-            if fill == "zero":
-                square[:] = 0
-            elif fill == "mean":
-                square[:] = square.mean((1, 2), keepdim=True).clone()
-            else:
-                square[:] = noise[:, r:r + patch, c:c + patch]
-            occluded = layer_map(model, layer, x[None])[0]
-            out[:, i, j] = measure_of(clean, measure, peak) - measure_of(occluded, measure, peak)
-    return out
+    return brute_force_all(model, layer, image, patch, stride, fill, seed)[measure]
 
 
 @pytest.fixture(scope="module")
