@@ -33,6 +33,7 @@ from torch import nn
 
 from recorder.hooks import resolve_layers
 from recorder.occlusion.grid import grid_shape
+from recorder.occlusion.window import input_dtype_device
 from recorder.probe_pass import observation_mode
 
 
@@ -139,9 +140,8 @@ def theoretical_rf(model: nn.Module, layer: str, input_size: tuple[int, int, int
                if not any(True for _ in m.children())]
     handles.append(module_of_layer.register_forward_hook(on_layer))
     try:
-        like = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
-        x = torch.zeros(1, *input_size) if like is None else torch.zeros(1, *input_size, dtype=like.dtype,
-                                                                          device=like.device)
+        dtype, device = input_dtype_device(model)
+        x = torch.zeros(1, *input_size, dtype=dtype, device=device)
         geometry[x.data_ptr()] = _IDENTITY
         with observation_mode(model):
             model(x)

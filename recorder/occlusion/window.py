@@ -88,6 +88,13 @@ class LayerWindow:
 
 # --- tracing -------------------------------------------------------------------------------------------
 
+
+def input_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """dtype and device of the model's first floating parameter or buffer (float32 on the CPU
+    without one): what a probing input to the model is made of."""
+    like = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
+    return (torch.float32, torch.device("cpu")) if like is None else (like.dtype, like.device)
+
 def _through(geometry, module: nn.Module):
     """Geometry per axis `((left, jump, size), (left, jump, size))` after a conv or pool leaf; a
     string (the reason) when its kind is not certified."""
@@ -224,8 +231,7 @@ def _trace(model: nn.Module, layer: str, input_size: tuple[int, int, int]) -> La
             handles.append(module.register_forward_pre_hook(pre_hook))
             handles.append(module.register_forward_hook(hook))
         handles.append(target.register_forward_hook(on_layer))
-        like = next((t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()), None)
-        dtype, device = (torch.float32, "cpu") if like is None else (like.dtype, like.device)
+        dtype, device = input_dtype_device(model)
         x = torch.rand(1, *input_size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
         x = (x - 0.5).to(device=device, dtype=dtype)
         tracer.add(x, ((0, 1, 1), (0, 1, 1)), ())
