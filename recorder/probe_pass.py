@@ -63,12 +63,63 @@ def default_predict(output) -> torch.Tensor:
     return output.argmax(1)
 
 
-class _Capture:
-    """Hook callback keeping the responses (and the maps of `keep_maps` layers) per batch."""
+class ProbeBuffers:
+    """Memory kept from one probe pass to the next, on the CPU: the buffers of the conv maps
+    and the probe's prepared concept labels.
 
-    def __init__(self, device: torch.device, keep_maps: Sequence[str] = ()):
+        buffers = ProbeBuffers()
+        maps = buffers.take("layer1", (512, 64, 32, 32), torch.device("cpu"))  # (N, K, h, w)
+        maps is buffers.take("layer1", (512, 64, 32, 32), torch.device("cpu"))  # True: reused
+        labels = buffers.labels(probe, slice(0, 512), make)  # make() once, then kept
+
+    Freed, blocks this large go back to the operating system, and the next pass pays a
+    page fault per 4 KiB to get them again: on a virtual machine about as long as the
+    forward pass itself. On CUDA the caching allocator already reuses memory, and a
+    held buffer would be taken from training, so nothing is kept there. Labels are
+    kept up to `label_bytes` in all.
+    """
+
+    def __init__(self, label_bytes: int = 1 << 28):
+        self._maps: dict[str, torch.Tensor] = {}
+        self._labels: dict[tuple[int, int], ConceptLabels] = {}
+        self._labels_of = None  # the probe the kept labels belong to
+        self._label_room = label_bytes
+
+    def take(self, name: str, shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
+        """An uninitialized float32 tensor of `shape` on `device`: the one kept for `name` if it fits."""
+        device = torch.device(device)
+        held = self._maps.get(name)
+        if held is not None and tuple(held.shape) == tuple(shape) and held.device == device:
+            return held
+        buffer = torch.empty(shape, dtype=torch.float32, device=device)
+        if device.type == "cpu":
+            self._maps[name] = buffer
+        return buffer
+
+    def labels(self, probe, rows: slice, make: Callable[[], ConceptLabels]) -> ConceptLabels:
+        """The concept labels of probe images `rows`: `make()`, kept for the next pass when on
+        the CPU and within the byte budget."""
+        if self._labels_of is not probe:
+            self._labels, self._labels_of = {}, probe
+        key = (rows.start, rows.stop)
+        if key in self._labels:
+            return self._labels[key]
+        labels = make()
+        size = labels.pixels.numel() * labels.pixels.element_size()
+        if labels.pixels.device.type == "cpu" and size <= self._label_room:
+            self._labels[key] = labels
+            self._label_room -= size
+        return labels
+
+
+class _Capture:
+    """Hook callback keeping the responses per batch; copies the maps of conv layers into
+    `targets`, set before each forward (name -> (B, K, h, w) float32 view)."""
+
+    def __init__(self, device: torch.device, shapes: dict[str, tuple]):
         self.device = device  # of the accumulators: a layer of a model split over devices may differ
-        self.keep_maps = set(keep_maps)
+        self.shapes = shapes
+        self.targets: dict[str, torch.Tensor] = {}
         self.batch: dict[str, tuple] = {}
 
     def __call__(self, name: str, output) -> None:
@@ -78,11 +129,19 @@ class _Capture:
                 "that is called once per forward"
             )
         mean, spatial_max = unit_responses(output, name)
+        if mean.shape[1] != self.shapes[name][0]:
+            raise ValueError(f"layer {name!r} has {mean.shape[1]} units now but "
+                             f"{self.shapes[name][0]} when the run started")
         if mean.device != self.device:
             mean, spatial_max = mean.to(self.device), spatial_max.to(self.device)
-        # a copy: a later in-place op (ReLU(inplace=True)) must not change the kept maps
-        maps = output.detach().to(self.device, torch.float32, copy=True) if name in self.keep_maps else None
-        self.batch[name] = (mean, spatial_max, maps)  # maps (B, K, h, w)
+        maps = self.targets.get(name)
+        if maps is not None:
+            if tuple(output.shape[1:]) != tuple(maps.shape[1:]):
+                raise ValueError(f"layer {name!r} has maps of shape {tuple(output.shape[1:])} now but "
+                                 f"{tuple(maps.shape[1:])} when the run started")
+            # a copy: a later in-place op (ReLU(inplace=True)) must not change the kept maps
+            maps.copy_(output.detach())
+        self.batch[name] = (mean, spatial_max, maps)  # maps (B, K, h, w) or None
 
     def take(self, layers: Sequence[str]) -> dict[str, tuple]:
         missing = [name for name in layers if name not in self.batch]
@@ -136,6 +195,7 @@ def layer_shapes(model: nn.Module, probe, layers: Sequence[str], device: torch.d
 
 
 MAP_CACHE_BYTES = 1 << 30  # keep pass one's conv maps for pass two up to this size
+LABEL_GROUP_BYTES = 1 << 26  # with cached maps, pass two counts this many bytes of labels at a time
 
 
 def _concept_categories(probe, device) -> tuple[torch.Tensor, int]:
@@ -159,6 +219,7 @@ def run_probe_pass(
     topk: int = 8,
     dissect: bool = True,
     cache_bytes: int = MAP_CACHE_BYTES,
+    buffers: ProbeBuffers | None = None,
 ) -> tuple[dict[str, ImageResponses], Predictions, dict[str, LayerDissection]]:
     """Responses of every probe image per layer, predictions, and dissection of conv layers.
 
@@ -166,7 +227,8 @@ def run_probe_pass(
     accumulators are already all-reduced, so every rank holds the whole probe.
     Pass one computes responses, thresholds and top-k maps; when `dissect` and the
     probe has segmentations, pass two counts IoU, reusing pass one's maps when they
-    fit `cache_bytes` and running the forward again otherwise.
+    fit `cache_bytes` and running the forward again otherwise. The maps are copied
+    into `buffers` (pass the same `ProbeBuffers` to every pass to reuse its memory).
     """
     n = len(probe)
     rank, world = rank_and_world()
@@ -183,12 +245,21 @@ def run_probe_pass(
     start, stop = probe.shard(rank, world)
     batches = [slice(first, min(first + batch_size, stop)) for first in range(start, stop, batch_size)]
     map_bytes = (stop - start) * sum(4 * int(np.prod(shapes[name])) for name in map_layers)
-    cache = {name: [] for name in map_layers} if with_iou and map_bytes <= cache_bytes else None
-    capture = _Capture(torch.device(device), keep_maps=map_layers)
+    # cached: the shard's maps, kept for pass two (and observed at once); else one batch's
+    cached = with_iou and map_bytes <= cache_bytes
+    buffers = buffers if buffers is not None else ProbeBuffers()
+    rows_held = stop - start if cached else min(batch_size, stop - start)
+    store = {name: buffers.take(name, (rows_held, *shapes[name]), device) for name in map_layers}
+    capture = _Capture(torch.device(device), shapes)
     show = progress and rank == 0
+
+    def held_maps(rows: slice) -> dict[str, torch.Tensor]:
+        first = rows.start - start if cached else 0
+        return {name: store[name][first:first + rows.stop - rows.start] for name in map_layers}
 
     def forward(rows: slice):
         images = probe.batch(range(rows.start, rows.stop)).to(device, non_blocking=True)
+        capture.targets = held_maps(rows)
         output = model(images)
         return output, capture.take(layers)
 
@@ -197,25 +268,33 @@ def run_probe_pass(
             output, responses = forward(rows)
             for name in layers:
                 mean, spatial_max, maps = responses[name]
-                if mean.shape[1] != shapes[name][0]:
-                    raise ValueError(f"layer {name!r} has {mean.shape[1]} units now but "
-                                     f"{shapes[name][0]} when the run started")
                 per_image[name].add(rows, mean, spatial_max)
-                if name in dissections:
+                if name in dissections and not cached:
                     dissections[name].observe(rows.start, mean, spatial_max, maps)
-                    if cache is not None:
-                        cache[name].append(maps)
             predicted = predict(output)
             predicted = torch.where((predicted >= 0) & (predicted < len(probe.classes)), predicted, -1)
             preds.add(rows, predicted)
+        if cached:  # the whole shard at once: one guessed floor and one selection per layer
+            for name, dissection in dissections.items():
+                shard = per_image[name]
+                dissection.observe(start, shard.mean[start:stop], shard.max[start:stop], store[name])
+
+    def labels_of(rows: slice) -> ConceptLabels:
+        def make():
+            seg = probe.seg_batch(range(rows.start, rows.stop)).to(device, non_blocking=True)
+            return ConceptLabels(seg, categories, n_categories)  # (B, L, H, W): once for every layer
+        return buffers.labels(probe, rows, make)
 
     def pass_two() -> None:
-        for b, rows in enumerate(tqdm(batches, desc=description + " (IoU)", delay=1.0, leave=False,
-                                      disable=not show)):
-            maps = {name: cache[name][b] for name in map_layers} if cache is not None else {
-                name: response[2] for name, response in forward(rows)[1].items() if name in dissections}
-            seg = probe.seg_batch(range(rows.start, rows.stop)).to(device, non_blocking=True)
-            labels = ConceptLabels(seg, categories, n_categories)  # (B, L, H, W): once for every layer
+        # cached maps: groups of images as large as their labels allow; else batch by batch
+        groups = batches
+        if cached and stop > start:
+            layers_h_w = probe.seg_batch(range(start, start + 1)).shape[1:]  # (L, H, W)
+            size = max(batch_size, LABEL_GROUP_BYTES // (4 * int(np.prod(layers_h_w))))
+            groups = [slice(first, min(first + size, stop)) for first in range(start, stop, size)]
+        for rows in tqdm(groups, desc=description + " (IoU)", delay=1.0, leave=False, disable=not show):
+            maps = held_maps(rows) if cached else {name: forward(rows)[1][name][2] for name in map_layers}
+            labels = labels_of(rows)
             for name, dissection in dissections.items():
                 dissection.count(maps[name], labels)
 

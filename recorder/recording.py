@@ -26,8 +26,8 @@ from torch import nn
 from recorder.accumulators import ClassSums, Floor
 from recorder.distributed import agree, all_ranks_ok, all_reduce, rank_and_world
 from recorder.hooks import LayerHooks, activation_after, resolve_layers, unit_responses
-from recorder.probe_pass import (default_predict, layer_shapes, observation_mode, probe_row_arrays, run_probe_pass,
-                                 topk_max_index, topk_mean_row_arrays, topk_row_arrays)
+from recorder.probe_pass import (ProbeBuffers, default_predict, layer_shapes, observation_mode, probe_row_arrays,
+                                 run_probe_pass, topk_max_index, topk_mean_row_arrays, topk_row_arrays)
 from recorder.occlusion.rows import OcclusionRows
 from recorder.occlusion.settings import OcclusionSettings
 from recorder.options import RecorderOptions
@@ -173,6 +173,7 @@ class Recorder:
                 self.model, OcclusionSettings.of(occlusion), self.layers, shapes,
                 (probe.channels, *probe.image_size), self.topk)
             self._set_units({name: self.shapes[name][0] for name in self.layers})  # in the order given
+        self._probe_buffers = ProbeBuffers()  # conv maps and concept labels, reused from row to row
         self._hooks = None
         self._trained_forwards = 0  # training forwards of the model since the last step()
         self._forward_hook = None
@@ -360,7 +361,7 @@ class Recorder:
                 self.model, self.probe, self.layers, self.shapes, self.device,
                 batch_size=self.batch_size, predict=self.predict, progress=self.progress,
                 description=f"probe pass @ step {step}", quantile=self.quantile, topk=self.topk,
-                dissect=self.dissect)
+                dissect=self.dissect, buffers=self._probe_buffers)
         occluded = {} if self._occlusion is None else self._occlusion.row_arrays(
             self.model, self.probe, self._writer.n_committed if self._writer is not None else 0,
             {name: topk_max_index(per_image[name], dissections.get(name), self.topk)
@@ -493,6 +494,7 @@ class Recorder:
 
     def _remove_hooks(self) -> None:
         self._closed = True
+        self._probe_buffers = ProbeBuffers()  # the memory goes back
         if self._hooks is not None:
             self._hooks.close()
         if self._forward_hook is not None:

@@ -182,7 +182,7 @@ def test_runs_in_chunks_of_images_equal_one_chunk(monkeypatch):
     seg = torch.from_numpy(random_segs(rng, n, (17, 12)))
     whole = IoUCounts(k, torch.from_numpy(CATEGORY), N_CATEGORIES)
     whole.add(maps, thresholds, seg)
-    monkeypatch.setattr("recorder.dissect.iou._CHUNK_MAPS", 2 * k)  # two images per chunk
+    monkeypatch.setattr("recorder.dissect.iou._CHUNK_VALUES", 2 * k * 5 * 4)  # two images per chunk
     chunked = IoUCounts(k, torch.from_numpy(CATEGORY), N_CATEGORIES)
     chunked.add(maps, thresholds, seg)
     inter, active = dense_counts(maps, thresholds, seg, CATEGORY, N_CATEGORIES)

@@ -66,18 +66,28 @@ def above_floor(maps: torch.Tensor, floor: torch.Tensor) -> tuple[torch.Tensor, 
 
 def sample_floor(maps: torch.Tensor, need: int, slack: float = 1.2) -> torch.Tensor:
     """(K,) a guess, per unit, of a value with at least `need` values of maps (B, K, h, w)
-    above it: a quantile of every s-th position of each map (about 4 * need values per
-    unit), lowered by `slack` and four standard deviations of the sample count. Not
-    verified here; `-inf` when the batch has too few values to guess from."""
+    above it: a quantile of `max(2 * need, 1024)` sampled values per unit, lowered by
+    `slack` and four standard deviations of the sample count. Not verified here; `-inf`
+    when the batch has too few values to guess from.
+
+    The sample takes images evenly and, in each, a position of a golden-ratio sequence,
+    so that it covers the whole map (a stride within each map would read the same
+    border positions of every image)."""
     n_images, n_units = maps.shape[:2]
     area = maps[0, 0].numel()
     lowest = torch.full((n_units,), float("-inf"), dtype=maps.dtype, device=maps.device)
     if n_images * area <= need or need < 1:
         return lowest
-    stride = max(1, min(area, n_images * area // (4 * need)))
-    sample = maps.reshape(n_images, n_units, area)[:, :, ::stride].transpose(0, 1).reshape(n_units, -1)
-    expected = need * sample.shape[1] / (n_images * area)  # sample values above the need-th largest
+    size = min(n_images * area, max(2 * need, 1024))
+    draw = torch.arange(size, dtype=torch.float64, device=maps.device)
+    image = (draw * n_images / size).long()  # ascending, every image about equally often
+    position = ((draw * _GOLDEN) % 1.0 * area).long().clamp(max=area - 1)
+    sample = maps.reshape(n_images, n_units, area)[image, :, position].T  # (K, size)
+    expected = need * size / (n_images * area)  # sample values above the need-th largest
     rank = math.ceil(slack * expected + 4 * math.sqrt(expected)) + 1
-    if rank >= sample.shape[1]:
+    if rank >= size:
         return lowest
     return sample.topk(rank, dim=1, sorted=False).values.amin(1)  # NaN sorts highest
+
+
+_GOLDEN = (math.sqrt(5) - 1) / 2  # positions j * _GOLDEN mod 1 spread evenly over [0, 1)

@@ -52,7 +52,7 @@ __all__ = [
 # closer, the map is counted with PyTorch's own F.interpolate.
 _ROUNDING = 24 * torch.finfo(torch.float32).eps  # each side errs by <= ~6 eps * that sum
 _CHUNK_PIXELS = 1 << 24  # upsampled pixels per chunk of maps sent to F.interpolate
-_CHUNK_MAPS = 1 << 13  # maps per chunk of the run-length path
+_CHUNK_VALUES = 1 << 23  # map values per chunk of the run-length path (whole images)
 METHODS = ("runs", "interpolate")  # IoUCounts(method=...): the same counts, two ways
 
 
@@ -252,7 +252,7 @@ class IoUCounts(_Additive):
         maps = maps.contiguous()  # (B, K, h, w)
         labelled = carried.any(1)  # (B,) images with any label: the others count nothing
         if maps.shape[2:] == seg.shape[2:]:  # same size: bilinear upsampling is the identity
-            self._count_same_size(maps, thresholds, seg, carried, labelled)
+            self._count_same_size(maps, thresholds, labels, labelled)
             return
         # maps whose max is within rounding of T_k or above can cross it (bilinear values
         # never exceed the map's max); a map with a NaN has no max and tol = inf: it goes
@@ -260,11 +260,11 @@ class IoUCounts(_Additive):
         high = maps.flatten(2).amax(dim=2)  # (B, K), NaN where a map has one
         tol = ((2 * high.clamp(min=0) + thresholds.abs()) * _ROUNDING).nan_to_num(nan=float("inf"))
         if self.method == "runs":
-            self._count_runs(maps, thresholds, tol, seg, carried, labelled)
+            self._count_runs(maps, thresholds, tol, labels, labelled)
         else:
             crossing = ~(high <= thresholds - tol) & labelled[:, None]  # (B, K)
             images, units = crossing.nonzero(as_tuple=True)
-            self._count_interpolated(maps, thresholds, seg, carried, images, units)
+            self._count_interpolated(maps, thresholds, labels, images, units)
 
     def _grid(self, maps: torch.Tensor, seg: torch.Tensor) -> tuple[_Grid, _Grid]:
         key = (*maps.shape[2:], *seg.shape[2:])
@@ -273,20 +273,22 @@ class IoUCounts(_Additive):
             self._grids[key] = (_Grid(h, height, maps.device), _Grid(w, width, maps.device))
         return self._grids[key]
 
-    def _count_runs(self, maps, thresholds, tol, seg, carried, labelled) -> None:
+    def _count_runs(self, maps, thresholds, tol, labels: ConceptLabels, labelled) -> None:
         """Count every map of the batch from its certified runs of active pixels."""
+        seg, carried = labels.seg, labels.carried
         rows, cols = self._grid(maps, seg)
         n_images, n_units, h, w = maps.shape
-        n_layers, height, width = seg.shape[1:]
+        height, width = seg.shape[2:]
         limit = thresholds.expand(n_images, n_units).masked_fill(~labelled[:, None], float("inf"))
-        for first in range(0, n_images, max(1, _CHUNK_MAPS // n_units)):
-            part = slice(first, first + max(1, _CHUNK_MAPS // n_units))
+        per_chunk = max(1, _CHUNK_VALUES // (n_units * h * w))  # images
+        for first in range(0, n_images, per_chunk):
+            part = slice(first, first + per_chunk)
             n = maps[part].shape[0] * n_units
             m, y, lo, hi, unsure = _runs(maps[part].reshape(n, h, w), limit[part].reshape(n),
                                          tol[part].reshape(n), rows, cols)  # m: image * K + unit
             if bool(unsure.any()):  # rare: a pixel within rounding of T, leave it to F.interpolate
                 flat = unsure.nonzero()[:, 0]
-                self._count_interpolated(maps, thresholds, seg, carried,
+                self._count_interpolated(maps, thresholds, labels,
                                          first + torch.div(flat, n_units, rounding_mode="floor"),
                                          flat % n_units)
                 keep = (~unsure).index_select(0, m).nonzero()[:, 0]
@@ -294,22 +296,23 @@ class IoUCounts(_Additive):
             length = hi - lo
             area = torch.zeros(n, dtype=torch.int64, device=m.device).index_add_(0, m, length)
             self.active += (area.view(-1, n_units, 1) * carried[part, None, :]).sum(0)  # (K, G)
-            # one index per active pixel: (image, layer 0, y, x) in seg, and unit * (P + 1)
+            # one index per active pixel: (image, y, x), and unit * (P + 1)
             keep = (length > 0).nonzero()[:, 0]
             m, y, lo, length = (v.index_select(0, keep) for v in (m, y, lo, length))
             small = seg.numel() + int(length.sum()) < 2**31 and n_units * (self.n_concepts + 1) < 2**31
             index = torch.int32 if small else torch.int64
             image = first + torch.div(m, n_units, rounding_mode="floor")
-            start = (image * n_layers * height + y) * width + lo - (torch.cumsum(length, 0) - length)
+            start = (image * height + y) * width + lo - (torch.cumsum(length, 0) - length)
             pixel = torch.repeat_interleave(start.to(index), length)
             pixel += torch.arange(pixel.numel(), device=pixel.device, dtype=index)
             unit = torch.repeat_interleave(((m % n_units) * (self.n_concepts + 1)).to(index), length)
-            self._add_pairs(unit, pixel, seg)
+            self._add_pairs(unit, pixel, labels)
 
-    def _count_same_size(self, maps, thresholds, seg, carried, labelled) -> None:
+    def _count_same_size(self, maps, thresholds, labels: ConceptLabels, labelled) -> None:
         """Maps at the segmentation's size: the active pixels are the values > T_k, found
         row by row (only the rows whose max is not <= T_k are compared value by value)."""
         n_images, n_units, h, w = maps.shape
+        carried = labels.carried
         limit = thresholds.expand(n_images, n_units).masked_fill(~labelled[:, None], float("inf"))
         rows = maps.reshape(-1, w)  # (B * K * h, w)
         top = rows.amax(1).view(n_images, n_units, h)  # NaN where a row has one: compare its values
@@ -322,29 +325,28 @@ class IoUCounts(_Additive):
         area = torch.bincount(m, minlength=n_images * n_units).view(n_images, n_units)
         self.active += (area[:, :, None] * carried[:, None, :]).sum(0)  # (K, G)
         image = torch.div(m, n_units, rounding_mode="floor")
-        pixel = (image * seg.shape[1] * h + y) * w + x  # flat index into seg's layer 0
-        self._add_pairs((m % n_units) * (self.n_concepts + 1), pixel, seg)
+        pixel = (image * h + y) * w + x  # flat (image, y, x)
+        self._add_pairs((m % n_units) * (self.n_concepts + 1), pixel, labels)
 
-    def _add_pairs(self, unit: torch.Tensor, pixel: torch.Tensor, seg: torch.Tensor) -> None:
+    def _add_pairs(self, unit: torch.Tensor, pixel: torch.Tensor, labels: ConceptLabels) -> None:
         """Intersections: bincount of `unit + label` over active pixels and seg layers
-        (unit = k * (P + 1), pixel = flat index into seg's layer 0)."""
+        (unit = k * (P + 1), pixel = flat (image, y, x))."""
         width_p = self.n_concepts + 1
-        if seg.shape[1] == 0 or pixel.numel() == 0:
+        if labels.pixels.shape[1] == 0 or pixel.numel() == 0:
             return
-        layers = torch.arange(seg.shape[1], device=pixel.device, dtype=pixel.dtype) * (seg.shape[2] * seg.shape[3])
-        labels = seg.reshape(-1).index_select(0, (layers[:, None] + pixel).reshape(-1))  # (L * n,)
-        pairs = labels.view(seg.shape[1], -1).to(unit.dtype) + unit  # (L, n)
+        pairs = labels.pixels.index_select(0, pixel).to(unit.dtype) + unit[:, None]  # (n, L)
         both = torch.bincount(pairs.reshape(-1), minlength=self.n_units * width_p)
         self.intersection += both.reshape(self.n_units, width_p)[:, 1:]
 
-    def _count_interpolated(self, maps, thresholds, seg, carried, images, units) -> None:
+    def _count_interpolated(self, maps, thresholds, labels: ConceptLabels, images, units) -> None:
         """Upsample the maps of (images[i], units[i]) with F.interpolate, in chunks, and count."""
-        chunk = max(1, _CHUNK_PIXELS // (seg.shape[2] * seg.shape[3]))
+        chunk = max(1, _CHUNK_PIXELS // (labels.seg.shape[2] * labels.seg.shape[3]))
         for start in range(0, images.numel(), chunk):
             part = slice(start, start + chunk)
-            self._count_upsampled(maps, thresholds, seg, carried, images[part], units[part])
+            self._count_upsampled(maps, thresholds, labels, images[part], units[part])
 
-    def _count_upsampled(self, maps, thresholds, seg, carried, images, units) -> None:
+    def _count_upsampled(self, maps, thresholds, labels: ConceptLabels, images, units) -> None:
+        seg, carried = labels.seg, labels.carried
         size = seg.shape[2:]
         up = maps[images, units][:, None]  # (n, 1, h, w)
         if up.shape[2:] != size:
@@ -353,8 +355,8 @@ class IoUCounts(_Additive):
         which, pixels = mask.nonzero(as_tuple=True)
         area = torch.bincount(which, minlength=images.numel())  # (n,)
         self.active.index_add_(0, units, carried[images].to(torch.int64) * area[:, None])
-        pixel = images[which] * seg[0].numel() + pixels  # flat index into seg's layer 0
-        self._add_pairs(units[which] * (self.n_concepts + 1), pixel, seg)
+        pixel = images[which] * seg[0, 0].numel() + pixels  # flat (image, y, x)
+        self._add_pairs(units[which] * (self.n_concepts + 1), pixel, labels)
 
     def iou(self) -> torch.Tensor:
         """(K, P) float32 IoU of each unit's mask with each concept; 0 where the union is 0."""

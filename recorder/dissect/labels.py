@@ -18,14 +18,15 @@ __all__ = ["ConceptLabels"]
 
 
 def _distinct_labels(seg: torch.Tensor) -> torch.Tensor:
-    """An int32 copy of seg (B, L, H, W) in which a label that an earlier layer already
-    gives the same pixel is zeroed, so that L_c(x) is a set of pixels."""
-    out = seg.to(torch.int32, copy=True)
+    """An int32 copy of seg (B, L, H, W), pixel-major (B, H, W, L), in which a label that an
+    earlier layer already gives the same pixel is zeroed, so that L_c(x) is a set of pixels."""
+    out = torch.empty((seg.shape[0], *seg.shape[2:], seg.shape[1]), dtype=torch.int32, device=seg.device)
+    out.copy_(seg.permute(0, 2, 3, 1))  # (B, H, W, L)
     for layer in range(1, seg.shape[1]):
-        repeated = out[:, layer] == out[:, 0]
+        repeated = out[..., layer] == out[..., 0]
         for earlier in range(1, layer):
-            repeated |= out[:, layer] == out[:, earlier]
-        out[:, layer].masked_fill_(repeated, 0)
+            repeated |= out[..., layer] == out[..., earlier]
+        out[..., layer].masked_fill_(repeated, 0)
     return out
 
 
@@ -34,6 +35,10 @@ class ConceptLabels:
 
         labels = ConceptLabels(torch.zeros(2, 1, 8, 8, dtype=torch.long), torch.tensor([0, 1]), 2)
         labels.seg, labels.per_image, labels.carried   # (2, 1, 8, 8) int32, (2, 2), (2, 2) bool
+        labels.pixels                                  # (2 * 8 * 8, 1): each pixel's labels side by side
+
+    `seg` is a view of `pixels`, which holds the labels of pixel (b, y, x) in row
+    `(b * H + y) * W + x`, so that counting reads one row per active pixel.
     """
 
     def __init__(self, seg: torch.Tensor, concept_category: torch.Tensor, n_categories: int):
@@ -48,9 +53,11 @@ class ConceptLabels:
                              f"got [{int(low)}, {int(high)}]")
         device, n_images, width = seg.device, seg.shape[0], n_concepts + 1  # ids 0..P
         self.concept_category, self.n_categories = concept_category.to(device), n_categories
-        self.seg = _distinct_labels(seg)  # (B, L, H, W) int32, a copy
+        distinct = _distinct_labels(seg)  # (B, H, W, L) int32, a copy
+        self.pixels = distinct.view(n_images * seg.shape[2] * seg.shape[3], seg.shape[1])  # (B * H * W, L)
+        self.seg = distinct.permute(0, 3, 1, 2)  # (B, L, H, W) view
         offsets = torch.arange(n_images, device=device, dtype=torch.int32)[:, None] * width
-        self.per_image = torch.bincount((self.seg.reshape(n_images, -1) + offsets).reshape(-1),
+        self.per_image = torch.bincount((distinct.view(n_images, -1) + offsets).reshape(-1),
                                         minlength=n_images * width).reshape(n_images, width)[:, 1:]  # (B, P)
         carried = torch.zeros(n_images, n_categories, dtype=torch.int64, device=device)
         self.carried = carried.index_add_(1, self.concept_category, self.per_image) > 0  # (B, G)

@@ -73,6 +73,20 @@ def _quantile_from_descending(top: torch.Tensor, n: int, q: float) -> torch.Tens
     return _lerp(top[:, n - 1 - lower], top[:, n - 1 - upper], weight)
 
 
+def _quantile_from_largest(pool: torch.Tensor, n: int, q: float) -> torch.Tensor:
+    """The `1 - q` quantile of n values per row, from a pool (rows, s) holding each row's
+    `top_count(n, q)` largest values, in any order, and only smaller ones (e.g. -inf) beside.
+
+    The quantile reads the values at two adjacent descending positions a - 1 and a: the
+    two smallest of the a + 1 largest, found without sorting the pool."""
+    lower, upper, weight = _virtual_index(n, q)
+    a = n - 1 - lower  # descending position of the lower order statistic; upper's is a or a - 1
+    top = pool if a + 1 >= pool.shape[1] else pool.topk(a + 1, dim=1, sorted=False).values
+    two = top.topk(min(2, top.shape[1]), dim=1, largest=False, sorted=True).values  # (rows, <= 2)
+    at_a, before_a = two[:, 0], two[:, -1]
+    return _lerp(at_a, at_a if upper == lower else before_a, weight)
+
+
 def _unit_values(maps: torch.Tensor, n_units: int, device: torch.device) -> torch.Tensor:
     """(B, K, h, w) activations -> (K, B*h*w) float32 on `device`."""
     if maps.dim() != 4 or maps.shape[1] != n_units:
@@ -173,8 +187,7 @@ class TopValues(_Additive):
             part = self.values[:, start:start + block]  # (W, b, m)
             part = part.masked_fill(~valid[:, None, :], float("-inf"))
             pool = part.transpose(0, 1).reshape(part.shape[1], world * self.m)
-            top = pool.topk(need, dim=1, sorted=True).values
-            out[start:start + block] = _quantile_from_descending(top, n, self.q)
+            out[start:start + block] = _quantile_from_largest(pool, n, self.q)
         return out.masked_fill(self.nans > 0, float("nan"))
 
 
