@@ -250,6 +250,7 @@ def run_probe_pass(
     buffers = buffers if buffers is not None else ProbeBuffers()
     rows_held = stop - start if cached else min(batch_size, stop - start)
     store = {name: buffers.take(name, (rows_held, *shapes[name]), device) for name in map_layers}
+    row_max: dict[str, torch.Tensor] = {}  # cached: each layer's row maxima (N, K, h)
     capture = _Capture(torch.device(device), shapes)
     show = progress and rank == 0
 
@@ -277,7 +278,9 @@ def run_probe_pass(
         if cached:  # the whole shard at once: one guessed floor and one selection per layer
             for name, dissection in dissections.items():
                 shard = per_image[name]
-                dissection.observe(start, shard.mean[start:stop], shard.max[start:stop], store[name])
+                row_max[name] = store[name].amax(3)  # (N, K, h): filters thresholds and IoU alike
+                dissection.observe(start, shard.mean[start:stop], shard.max[start:stop], store[name],
+                                   row_max[name])
 
     def labels_of(rows: slice) -> ConceptLabels:
         def make():
@@ -296,7 +299,8 @@ def run_probe_pass(
             maps = held_maps(rows) if cached else {name: forward(rows)[1][name][2] for name in map_layers}
             labels = labels_of(rows)
             for name, dissection in dissections.items():
-                dissection.count(maps[name], labels)
+                rows_max = row_max[name][rows.start - start:rows.stop - start] if cached else None
+                dissection.count(maps[name], labels, rows_max)
 
     with LayerHooks(model, layers, capture):
         _local(pass_one, f"in the {description}", device)  # every rank, before the collectives

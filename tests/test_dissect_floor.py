@@ -36,14 +36,15 @@ def slow_above(maps: torch.Tensor, floor: torch.Tensor):
 
 @pytest.mark.parametrize("map_size", [(7, 7), (8, 8), (16, 16), (5, 3), (13, 17), (1, 1)])
 @pytest.mark.parametrize("kind", ["normal", "ties", "relu", "nan", "inf", "-inf"])
-def test_above_floor_equals_a_filter_unit_by_unit(map_size, kind):
+@pytest.mark.parametrize("by_rows", [False, True])  # groups of positions, or rows by their given maxima
+def test_above_floor_equals_a_filter_unit_by_unit(map_size, kind, by_rows):
     rng = np.random.default_rng(sum(map_size))
     maps = maps_with(rng, (6, 4, *map_size), kind)
     per_unit = maps.transpose(0, 1).reshape(4, -1)
     floor = torch.stack([  # (K,) a high quantile, a tie value, nothing kept, everything kept
         per_unit[0].nan_to_num(nan=0).quantile(0.9), per_unit[1].nan_to_num(nan=0).median(),
         torch.tensor(float("inf")), torch.tensor(float("-inf"))])
-    kept, counts, nans = above_floor(maps, floor)
+    kept, counts, nans = above_floor(maps, floor, maps.amax(3) if by_rows else None)
     expected, expected_nans = slow_above(maps, floor)
     assert nans.tolist() == expected_nans
     assert counts.tolist() == [len(e) for e in expected]

@@ -147,12 +147,14 @@ def test_crossing_maps_shortcut_drops_no_active_pixel(seed, dtype):
     thresholds[5] = 0.7
     seg = torch.from_numpy(random_segs(rng, n, (11, 14)))
     maps_t, thresholds_t = torch.from_numpy(maps), torch.from_numpy(thresholds.astype(np.float32))
-    counts = IoUCounts(k, torch.from_numpy(CATEGORY), N_CATEGORIES)
+    counts, given_rows = (IoUCounts(k, torch.from_numpy(CATEGORY), N_CATEGORIES) for _ in range(2))
     counts.add(maps_t, thresholds_t, seg)
+    given_rows.add(maps_t, thresholds_t, seg, row_max=maps_t.amax(3))  # (B, K, h) known beforehand
     inter, active = dense_counts(maps_t, thresholds_t, seg, CATEGORY, N_CATEGORIES)
     assert active.sum() > 0
-    assert torch.equal(counts.intersection, inter)
-    assert torch.equal(counts.active, active)
+    for result in (counts, given_rows):
+        assert torch.equal(result.intersection, inter)
+        assert torch.equal(result.active, active)
 
 
 @pytest.mark.parametrize("size", [(6, 6), (5, 9), (1, 7), (7, 1), (64, 64)])
@@ -166,12 +168,14 @@ def test_maps_at_the_segmentation_size_row_filter_equals_dense(size):
     thresholds = np.array([0.0, 1.0, 2.0, -1.0, 0.5, np.inf], dtype=np.float32)
     seg = torch.from_numpy(random_segs(rng, n, size))
     maps_t, thresholds_t = torch.from_numpy(maps), torch.from_numpy(thresholds)
-    counts = IoUCounts(k, torch.from_numpy(CATEGORY), N_CATEGORIES)
+    counts, given_rows = (IoUCounts(k, torch.from_numpy(CATEGORY), N_CATEGORIES) for _ in range(2))
     counts.add(maps_t, thresholds_t, seg)
+    given_rows.add(maps_t, thresholds_t, seg, row_max=maps_t.amax(3))  # (B, K, h) known beforehand
     inter, active = dense_counts(maps_t, thresholds_t, seg, CATEGORY, N_CATEGORIES)
     assert active.sum() > 0
-    assert torch.equal(counts.intersection, inter)
-    assert torch.equal(counts.active, active)
+    for result in (counts, given_rows):
+        assert torch.equal(result.intersection, inter)
+        assert torch.equal(result.active, active)
 
 
 def test_runs_in_chunks_of_images_equal_one_chunk(monkeypatch):
@@ -212,10 +216,13 @@ def test_runs_equal_interpolate_on_random_geometries(seed):
         thresholds = torch.from_numpy(np.nanquantile(x, level, axis=(0, 2, 3)).astype(np.float32))
         seg = torch.from_numpy(rng.integers(0, 6, size=(n, 2, height, width)))
         runs, reference = IoUCounts(k, category, 2), IoUCounts(k, category, 2, method="interpolate")
+        given_rows = IoUCounts(k, category, 2)
         runs.add(maps, thresholds, seg)
         reference.add(maps, thresholds, seg)
+        given_rows.add(maps, thresholds, seg, row_max=maps.amax(3))  # (B, K, h) known beforehand
         for key, value in reference.state_dict().items():
             assert torch.equal(runs.state_dict()[key], value), (trial, key)
+            assert torch.equal(given_rows.state_dict()[key], value), (trial, key)
         if trial % 5 == 1:  # maps with NaN: their other pixels count, as in a dense upsampling
             inter, active = dense_counts(maps, thresholds, seg, category, 2)
             assert torch.equal(runs.intersection, inter) and torch.equal(runs.active, active), trial

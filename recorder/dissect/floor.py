@@ -33,18 +33,20 @@ def group_size(area: int, width: int) -> int:
     return next((g for g in range(min(64, area), 15, -1) if area % g == 0), width)
 
 
-def above_floor(maps: torch.Tensor, floor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def above_floor(maps: torch.Tensor, floor: torch.Tensor,
+                row_max: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The values of maps (B, K, h, w) that are not `<= floor[k]` (NaN included), per unit.
 
     Returns `(kept, counts, nans)`: kept (K, c), row k holding unit k's kept values (in
     any order) followed by `-inf` up to `c` = the largest count, each NaN replaced by
     `-inf`; counts and nans int64 (K,): kept values (NaNs included) and NaNs per unit.
+    Given the maps' row maxima (B, K, h) (`maps.amax(3)`), the rows are the groups.
     """
     n_images, n_units, height, width = maps.shape
-    size = group_size(height * width, width)
+    size = width if row_max is not None else group_size(height * width, width)
     n_groups = height * width // size
     groups = maps.contiguous().reshape(-1, size)  # (B * K * n_groups, size)
-    top = groups.amax(1).view(n_images, n_units, n_groups)  # NaN propagates
+    top = row_max if row_max is not None else groups.amax(1).view(n_images, n_units, n_groups)  # NaN propagates
     unit, column = (~(top <= floor[:, None])).transpose(0, 1).reshape(n_units, -1).nonzero(as_tuple=True)
     image = torch.div(column, n_groups, rounding_mode="floor")
     group = (image * n_units + unit) * n_groups + column - image * n_groups  # grouped by unit

@@ -91,8 +91,10 @@ def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1).index_select(0, index)
 
 
-def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows: _Grid, cols: _Grid):
-    """Active pixels (upsampled value > T) of maps (n, h, w), as runs along output rows.
+def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows: _Grid, cols: _Grid,
+          row_max: torch.Tensor | None = None):
+    """Active pixels (upsampled value > T) of maps (n, h, w), as runs along output rows
+    (`row_max`: the maps' row maxima (n, h), when known).
 
     Returns `(map, y, lo, hi, unsure)`: map `map[r]` is active on output row `y[r]` at
     columns `lo[r]:hi[r]` (one run per row and column band, possibly empty), and
@@ -114,7 +116,7 @@ def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows:
     # column read themselves twice); skip the cells whose 4 corners are below T - tol,
     # first by whole row bands (the max of rows i and i+1; NaN: look closer), then by cell
     lowest = thresholds - tol  # (n,)
-    row_max = maps.amax(2)  # (n, h)
+    row_max = maps.amax(2) if row_max is None else row_max  # (n, h)
     band_max = torch.maximum(row_max, row_max.index_select(1, rows.high))  # (n, h)
     band = (~(band_max <= lowest[:, None]) & (rows.end > rows.start)).reshape(-1).nonzero()[:, 0]
     flat_rows = maps.reshape(n * h, w)
@@ -229,9 +231,11 @@ class IoUCounts(_Additive):
         if seg.shape[0] != maps.shape[0]:
             raise ValueError(f"seg must have shape ({maps.shape[0]}, L, H, W), got {tuple(seg.shape)}")
 
-    def add(self, maps: torch.Tensor, thresholds: torch.Tensor, seg: torch.Tensor | ConceptLabels) -> None:
+    def add(self, maps: torch.Tensor, thresholds: torch.Tensor, seg: torch.Tensor | ConceptLabels,
+            row_max: torch.Tensor | None = None) -> None:
         """Count a batch: maps (B, K, h, w) raw activations, thresholds (K,), seg (B, L, H, W)
-        or the batch's `ConceptLabels` (prepared once for every layer)."""
+        or the batch's `ConceptLabels` (prepared once for every layer); `row_max`, the maps'
+        row maxima (B, K, h) (`maps.amax(3)`), when already known."""
         device = self.intersection.device
         if isinstance(seg, ConceptLabels):
             labels = seg
@@ -250,17 +254,18 @@ class IoUCounts(_Additive):
 
         maps = maps.to(device=device, dtype=torch.float64 if maps.dtype == torch.float64 else torch.float32)
         maps = maps.contiguous()  # (B, K, h, w)
+        row_max = maps.amax(3) if row_max is None else row_max.to(device=device, dtype=maps.dtype)  # (B, K, h)
         labelled = carried.any(1)  # (B,) images with any label: the others count nothing
         if maps.shape[2:] == seg.shape[2:]:  # same size: bilinear upsampling is the identity
-            self._count_same_size(maps, thresholds, labels, labelled)
+            self._count_same_size(maps, thresholds, labels, labelled, row_max)
             return
         # maps whose max is within rounding of T_k or above can cross it (bilinear values
         # never exceed the map's max); a map with a NaN has no max and tol = inf: it goes
         # to F.interpolate, whose NaN pixels are not above T_k and the others count
-        high = maps.flatten(2).amax(dim=2)  # (B, K), NaN where a map has one
+        high = row_max.amax(2)  # (B, K), NaN where a map has one
         tol = ((2 * high.clamp(min=0) + thresholds.abs()) * _ROUNDING).nan_to_num(nan=float("inf"))
         if self.method == "runs":
-            self._count_runs(maps, thresholds, tol, labels, labelled)
+            self._count_runs(maps, thresholds, tol, labels, labelled, row_max)
         else:
             crossing = ~(high <= thresholds - tol) & labelled[:, None]  # (B, K)
             images, units = crossing.nonzero(as_tuple=True)
@@ -273,7 +278,7 @@ class IoUCounts(_Additive):
             self._grids[key] = (_Grid(h, height, maps.device), _Grid(w, width, maps.device))
         return self._grids[key]
 
-    def _count_runs(self, maps, thresholds, tol, labels: ConceptLabels, labelled) -> None:
+    def _count_runs(self, maps, thresholds, tol, labels: ConceptLabels, labelled, row_max) -> None:
         """Count every map of the batch from its certified runs of active pixels."""
         seg, carried = labels.seg, labels.carried
         rows, cols = self._grid(maps, seg)
@@ -284,8 +289,8 @@ class IoUCounts(_Additive):
         for first in range(0, n_images, per_chunk):
             part = slice(first, first + per_chunk)
             n = maps[part].shape[0] * n_units
-            m, y, lo, hi, unsure = _runs(maps[part].reshape(n, h, w), limit[part].reshape(n),
-                                         tol[part].reshape(n), rows, cols)  # m: image * K + unit
+            m, y, lo, hi, unsure = _runs(maps[part].reshape(n, h, w), limit[part].reshape(n), tol[part].reshape(n),
+                                         rows, cols, row_max[part].reshape(n, h))  # m: image * K + unit
             if bool(unsure.any()):  # rare: a pixel within rounding of T, leave it to F.interpolate
                 flat = unsure.nonzero()[:, 0]
                 self._count_interpolated(maps, thresholds, labels,
@@ -308,14 +313,14 @@ class IoUCounts(_Additive):
             unit = torch.repeat_interleave(((m % n_units) * (self.n_concepts + 1)).to(index), length)
             self._add_pairs(unit, pixel, labels)
 
-    def _count_same_size(self, maps, thresholds, labels: ConceptLabels, labelled) -> None:
+    def _count_same_size(self, maps, thresholds, labels: ConceptLabels, labelled, row_max) -> None:
         """Maps at the segmentation's size: the active pixels are the values > T_k, found
         row by row (only the rows whose max is not <= T_k are compared value by value)."""
         n_images, n_units, h, w = maps.shape
         carried = labels.carried
         limit = thresholds.expand(n_images, n_units).masked_fill(~labelled[:, None], float("inf"))
         rows = maps.reshape(-1, w)  # (B * K * h, w)
-        top = rows.amax(1).view(n_images, n_units, h)  # NaN where a row has one: compare its values
+        top = row_max  # (B, K, h), NaN where a row has one: compare its values
         row = (~(top <= limit[:, :, None])).view(-1).nonzero()[:, 0]
         mask = rows.index_select(0, row) > limit.view(-1).index_select(
             0, torch.div(row, h, rounding_mode="floor"))[:, None]  # (rows, w)

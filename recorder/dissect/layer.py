@@ -3,7 +3,7 @@
     layer = LayerDissection(n_units=512, map_size=(7, 7), n_images=len(probe), q=0.005, topk=8,
                             concept_category=cats, n_categories=2)
     for first, mean, spatial_max, maps in pass_one: # (B, K), (B, K), (B, K, h, w)
-        layer.observe(first, mean, spatial_max, maps)
+        layer.observe(first, mean, spatial_max, maps)   # (and row_max=maps.amax(3), if known)
     layer.finish_thresholds()                       # all-reduce; T_k exact (1 - q) quantiles
     for maps, seg in pass_two:                      # (B, K, h, w), (B, L, H, W)
         layer.count(maps, seg)
@@ -89,11 +89,12 @@ class LayerDissection:
         self.thresholds: torch.Tensor | None = None
         self._count_thresholds: torch.Tensor | None = None
 
-    def observe(self, first: int, mean: torch.Tensor, spatial_max: torch.Tensor, maps: torch.Tensor) -> None:
+    def observe(self, first: int, mean: torch.Tensor, spatial_max: torch.Tensor, maps: torch.Tensor,
+                row_max: torch.Tensor | None = None) -> None:
         """Pass one: a batch of images first.. with responses and spatial max (B, K) (NaN where
-        a map is not finite) and maps (B, K, h, w)."""
+        a map is not finite), maps (B, K, h, w) and, when known, their row maxima (B, K, h)."""
         self.not_finite.add(mean)
-        self.quantiles.add(maps)
+        self.quantiles.add(maps, row_max)
         self.top.add(first, spatial_max, maps)
 
     def finish_thresholds(self) -> None:
@@ -104,10 +105,11 @@ class LayerDissection:
         self.thresholds = self.quantiles.thresholds().masked_fill(bad, float("nan"))
         self._count_thresholds = self.thresholds.masked_fill(bad, float("inf"))  # no pixel is above
 
-    def count(self, maps: torch.Tensor, seg) -> None:
+    def count(self, maps: torch.Tensor, seg, row_max: torch.Tensor | None = None) -> None:
         """Pass two: intersections and unions of the batch's masks with its labels, seg
-        (B, L, H, W) or the batch's `ConceptLabels` shared by every layer."""
-        self.counts.add(maps, self._count_thresholds, seg)
+        (B, L, H, W) or the batch's `ConceptLabels` shared by every layer (`row_max`: the
+        maps' row maxima (B, K, h), when known)."""
+        self.counts.add(maps, self._count_thresholds, seg, row_max)
 
     def finish_counts(self) -> None:
         self.counts.all_reduce()

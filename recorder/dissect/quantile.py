@@ -140,8 +140,9 @@ class TopValues(_Additive):
         self.seen = torch.zeros(world_size, dtype=torch.int64, device=device)
         self.nans = torch.zeros(n_units, dtype=torch.int64, device=device)
 
-    def add(self, maps: torch.Tensor) -> None:
-        """Merge a batch of activation maps (B, K, h, w) into this rank's top-m buffer."""
+    def add(self, maps: torch.Tensor, row_max: torch.Tensor | None = None) -> None:
+        """Merge a batch of activation maps (B, K, h, w) into this rank's top-m buffer
+        (`row_max`: the maps' row maxima (B, K, h), when already known)."""
         if maps.dim() != 4 or maps.shape[1] != self.n_units:
             raise ValueError(f"maps must have shape (B, {self.n_units}, h, w), got {tuple(maps.shape)}")
         maps = maps.to(device=self.values.device, dtype=torch.float32)
@@ -152,11 +153,13 @@ class TopValues(_Additive):
         guessed = held < m < held + size
         floor = mine.amin(1) if held == m else sample_floor(maps, m) if guessed else lowest  # (K,)
         floor = floor.masked_fill(self.nans > 0, float("inf"))  # NaN units: only count their NaNs
-        kept, counts, nans = above_floor(maps, floor)  # (K, c), -inf padded
+        if row_max is not None:
+            row_max = row_max.to(device=mine.device, dtype=torch.float32)
+        kept, counts, nans = above_floor(maps, floor, row_max)  # (K, c), -inf padded
         if guessed:  # a guessed floor must have m batch values above it
             short = (counts - nans < m) & (floor > float("-inf")) & (self.nans + nans == 0)
             if bool(short.any()):
-                kept, counts, nans = above_floor(maps, torch.where(short, lowest, floor))
+                kept, counts, nans = above_floor(maps, torch.where(short, lowest, floor), row_max)
         self.nans += nans
         if held == m and kept.shape[1] == 0:
             return
@@ -261,8 +264,9 @@ class TailSketch(_Additive):
         """The largest E any stream of `n_values` values split over the ranks may reach."""
         return (self.s // 2) * (math.ceil(self.n_values / (self.p - self.s + 1)) + self.reps.shape[0])
 
-    def add(self, maps: torch.Tensor) -> None:
-        """Add a batch of activation maps (B, K, h, w) to this rank's sketch."""
+    def add(self, maps: torch.Tensor, row_max: torch.Tensor | None = None) -> None:
+        """Add a batch of activation maps (B, K, h, w) to this rank's sketch (`row_max` is
+        not needed: every value enters the sketch)."""
         values = _unit_values(maps, self.n_units, self.reps.device)
         r, b = self.rank, values.shape[1]
         held = int(self.n_pending[r])
