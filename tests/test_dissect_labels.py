@@ -46,3 +46,27 @@ def test_labels_for_other_concepts_are_refused():
         ConceptLabels(seg[0, 0], torch.tensor([0, 1]), 2)
     with pytest.raises(ValueError, match=r"seg ids must be in \[0, 2\]"):
         ConceptLabels(seg + 3, torch.tensor([0, 1]), 2)
+
+
+def test_packed_ids_unpack_to_the_pixels_and_count_the_same():
+    rng = np.random.default_rng(2)
+    seg = torch.from_numpy(random_segs(rng, 5, (12, 12)))
+    category = torch.from_numpy(CATEGORY)
+    labels = ConceptLabels(seg, category, N_CATEGORIES)
+    assert labels.packed is not None and labels.bits == 4  # ids 0..11
+    assert torch.equal(labels.unpack(labels.packed), labels.pixels.T.to(torch.int64))  # (L, B * H * W)
+    unpacked = ConceptLabels(seg, category, N_CATEGORIES)
+    unpacked.packed = None  # as when the ids of a pixel need more than 62 bits
+    maps = torch.from_numpy(rng.normal(size=(5, 4, 4, 4)).astype(np.float32))
+    thresholds = torch.from_numpy(np.quantile(maps.numpy(), 0.8, axis=(0, 2, 3)).astype(np.float32))
+    packed_counts, row_counts = IoUCounts(4, category, N_CATEGORIES), IoUCounts(4, category, N_CATEGORIES)
+    packed_counts.add(maps, thresholds, labels)
+    row_counts.add(maps, thresholds, unpacked)
+    assert row_counts.intersection.sum() > 0
+    assert torch.equal(packed_counts.intersection, row_counts.intersection)
+
+
+def test_ids_too_wide_to_pack_are_read_per_layer():
+    seg = torch.randint(0, 1200, (2, 6, 4, 4))  # 6 layers of ids up to 1199: 11 bits each, 66 in all
+    labels = ConceptLabels(seg, torch.zeros(1199, dtype=torch.int64), 1)
+    assert labels.packed is None and labels.pixels.shape == (32, 6)

@@ -51,9 +51,9 @@ def above_floor(maps: torch.Tensor, floor: torch.Tensor,
     image = torch.div(column, n_groups, rounding_mode="floor")
     group = (image * n_units + unit) * n_groups + column - image * n_groups  # grouped by unit
     part = groups.index_select(0, group)  # (n, size)
-    row, position = (~(part <= floor.index_select(0, unit)[:, None])).nonzero(as_tuple=True)
-    values = part[row, position]
-    unit = unit.index_select(0, row)  # still grouped by unit
+    hit = (~(part <= floor.index_select(0, unit)[:, None])).view(-1).nonzero()[:, 0]  # flat (group, position)
+    values = part.view(-1).index_select(0, hit)
+    unit = unit.index_select(0, torch.div(hit, size, rounding_mode="floor"))  # still grouped by unit
     counts = torch.bincount(unit, minlength=n_units)  # (K,)
     nan = torch.isnan(values)
     nans = torch.bincount(unit[nan], minlength=n_units)

@@ -80,6 +80,10 @@ class _Grid:
         valid = index < end[:, None]
         self.band_index = torch.where(valid, index, 0).to(device)  # (n_in, longest band)
         self.band_weight = torch.where(valid, weight[index.clamp(max=n_out - 1)], float("nan")).to(device)
+        # the weights of each band's first and last output (NaN for an empty band)
+        nonempty = end > start
+        self.first_weight = torch.where(nonempty, weight[start.clamp(max=n_out - 1)], float("nan")).to(device)
+        self.last_weight = torch.where(nonempty, weight[(end - 1).clamp(min=0)], float("nan")).to(device)
 
     def first_above(self, key: torch.Tensor) -> torch.Tensor:
         """The first output whose source coordinate is > key, up to rounding (callers certify)."""
@@ -102,9 +106,12 @@ def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows:
     certified and must be counted another way.
 
     Why the runs are exact: in the cell between 4 input values, an output row is affine
-    in the column weight, between its values `left` (weight 0) and `right` (weight 1).
-    Cells whose 4 corners, and rows whose `max(left, right)`, are below `T - tol` have
-    no pixel above T. Otherwise the row's active pixels are a prefix or a suffix of the
+    in the column weight, between its values `left` (weight 0) and `right` (weight 1),
+    and the cell's outputs are largest at a corner of their rectangle (first or last
+    output row and column). Cells whose 4 input values or 4 corner outputs, and rows
+    whose first and last outputs, are all below `T - tol` have no pixel above T (each
+    value computed here errs by less than `tol / 2`, as PyTorch's do). Otherwise the
+    row's active pixels are a prefix or a suffix of the
     band (monotone), located analytically and certified by the two pixels either side
     of the cut (both ends of the band when it is all or nothing): they are further than
     `tol` from T, so on the same side in PyTorch's arithmetic, and every other pixel of
@@ -129,16 +136,28 @@ def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows:
     cell_map, band_i = cell // (h * w), cell // w % h
     right_step = cols.high.index_select(0, band_j) - band_j  # 0 or 1
     down_step = (rows.high.index_select(0, band_i) - band_i) * w
-    corners = [_take(maps, index) for index in (cell, cell + down_step, cell + right_step,
-                                                 cell + down_step + right_step)]
-    # output rows of each cell: values at column weight 0 (left) and 1 (right); a row's
-    # pixels lie between the two, so rows whose larger end is below T are skipped
+    v00, v10, v01, v11 = (_take(maps, index) for index in (cell, cell + down_step, cell + right_step,
+                                                            cell + down_step + right_step))
+    # a bilinear function is largest at a corner of the rectangle of a cell's outputs (first
+    # and last row and column of its bands): cells whose 4 are below T - tol have none above T
+    floor = lowest.index_select(0, cell_map)
+    first_x, last_x = (x.index_select(0, band_j).to(maps.dtype) for x in (cols.first_weight, cols.last_weight))
+    largest = torch.full_like(floor, float("-inf"))
+    for weight in (rows.first_weight, rows.last_weight):
+        wy = weight.index_select(0, band_i).to(maps.dtype)
+        at_left, at_right = torch.lerp(v00, v10, wy), torch.lerp(v01, v11, wy)
+        largest = torch.maximum(largest, torch.maximum(torch.lerp(at_left, at_right, first_x),
+                                                       torch.lerp(at_left, at_right, last_x)))
+    keep = (largest > floor).nonzero()[:, 0]  # NaN: False, as every output it touches is NaN
+    cell_map, band_i, band_j, floor, first_x, last_x, v00, v10, v01, v11 = (
+        v.index_select(0, keep) for v in (cell_map, band_i, band_j, floor, first_x, last_x, v00, v10, v01, v11))
+    # output rows of each cell: values at column weight 0 (left) and 1 (right); a row is
+    # affine in the weight, so rows whose first and last outputs are below T - tol are skipped
     ly = rows.band_weight.index_select(0, band_i).to(maps.dtype)  # (cells, longest band)
-    v00, v10, v01, v11 = corners
     left = torch.lerp(v00[:, None], v10[:, None], ly)
     right = torch.lerp(v01[:, None], v11[:, None], ly)
-    floor = lowest.index_select(0, cell_map)[:, None]
-    entry = (torch.maximum(left, right) > floor).reshape(-1).nonzero()[:, 0]  # NaN padding: False
+    ends = torch.maximum(torch.lerp(left, right, first_x[:, None]), torch.lerp(left, right, last_x[:, None]))
+    entry = (ends > floor[:, None]).reshape(-1).nonzero()[:, 0]  # NaN padding: False
     longest = ly.shape[1]
     row_cell = entry // longest
     y = _take(rows.band_index, band_i.index_select(0, row_cell) * longest + entry % longest)
@@ -339,7 +358,10 @@ class IoUCounts(_Additive):
         width_p = self.n_concepts + 1
         if labels.pixels.shape[1] == 0 or pixel.numel() == 0:
             return
-        pairs = labels.pixels.index_select(0, pixel).to(unit.dtype) + unit[:, None]  # (n, L)
+        if labels.packed is not None:  # one value per pixel holds its L ids
+            pairs = labels.unpack(labels.packed.index_select(0, pixel)) + unit  # (L, n)
+        else:
+            pairs = labels.pixels.index_select(0, pixel).to(unit.dtype) + unit[:, None]  # (n, L)
         both = torch.bincount(pairs.reshape(-1), minlength=self.n_units * width_p)
         self.intersection += both.reshape(self.n_units, width_p)[:, 1:]
 

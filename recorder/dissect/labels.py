@@ -38,7 +38,9 @@ class ConceptLabels:
         labels.pixels                                  # (2 * 8 * 8, 1): each pixel's labels side by side
 
     `seg` is a view of `pixels`, which holds the labels of pixel (b, y, x) in row
-    `(b * H + y) * W + x`, so that counting reads one row per active pixel.
+    `(b * H + y) * W + x`, so that counting reads one row per active pixel. When the L
+    ids of a pixel fit 62 bits, `packed` (B * H * W,) int64 holds them in one number,
+    layer l at bits `l * bits` (`unpack` recovers them), so that counting reads one value.
     """
 
     def __init__(self, seg: torch.Tensor, concept_category: torch.Tensor, n_categories: int):
@@ -61,6 +63,17 @@ class ConceptLabels:
                                         minlength=n_images * width).reshape(n_images, width)[:, 1:]  # (B, P)
         carried = torch.zeros(n_images, n_categories, dtype=torch.int64, device=device)
         self.carried = carried.index_add_(1, self.concept_category, self.per_image) > 0  # (B, G)
+        self.bits = max(1, n_concepts.bit_length())  # per id 0..P
+        self.packed = None
+        if 0 < seg.shape[1] * self.bits <= 62:
+            self.packed = torch.zeros(self.pixels.shape[0], dtype=torch.int64, device=device)
+            for layer in range(seg.shape[1]):
+                self.packed |= self.pixels[:, layer].to(torch.int64) << (layer * self.bits)
+
+    def unpack(self, codes: torch.Tensor) -> torch.Tensor:
+        """(L, n) the ids of `packed` values codes (n,)."""
+        shifts = torch.arange(self.pixels.shape[1], device=codes.device, dtype=codes.dtype) * self.bits
+        return (codes[None, :] >> shifts[:, None]) & ((1 << self.bits) - 1)
 
     def matches(self, concept_category: torch.Tensor, n_categories: int) -> bool:
         """Whether these labels were prepared for the given concepts."""
