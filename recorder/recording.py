@@ -26,7 +26,8 @@ from torch import nn
 from recorder.accumulators import ClassSums, Floor
 from recorder.distributed import agree, all_ranks_ok, all_reduce, rank_and_world
 from recorder.hooks import LayerHooks, activation_after, resolve_layers, unit_responses
-from recorder.probe_pass import (ProbeBuffers, default_predict, layer_shapes, observation_mode, probe_row_arrays,
+from recorder.probe_buffers import ProbeBuffers
+from recorder.probe_pass import (default_predict, layer_shapes, observation_mode, probe_row_arrays,
                                  run_probe_pass, topk_max_index, topk_mean_row_arrays, topk_row_arrays)
 from recorder.occlusion.rows import OcclusionRows
 from recorder.occlusion.settings import OcclusionSettings
