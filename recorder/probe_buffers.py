@@ -58,8 +58,8 @@ class ProbeBuffers:
         if key in self._labels:
             return self._labels[key]
         labels = make()
-        size = labels.pixels.numel() * labels.pixels.element_size()
-        if labels.pixels.device.type == "cpu" and size <= self._label_room:
+        size = sum(x.numel() * x.element_size() for x in (labels.seg, labels.packed, labels.pixels) if x is not None)
+        if labels.seg.device.type == "cpu" and size <= self._label_room:
             self._labels[key] = labels
             self._label_room -= size
         return labels

@@ -48,25 +48,30 @@ def test_labels_for_other_concepts_are_refused():
         ConceptLabels(seg + 3, torch.tensor([0, 1]), 2)
 
 
-def test_packed_ids_unpack_to_the_pixels_and_count_the_same():
+def test_packed_ids_equal_the_seg_and_count_the_same_as_ids_side_by_side():
     rng = np.random.default_rng(2)
     seg = torch.from_numpy(random_segs(rng, 5, (12, 12)))
     category = torch.from_numpy(CATEGORY)
     labels = ConceptLabels(seg, category, N_CATEGORIES)
     assert labels.packed is not None and labels.bits == 4  # ids 0..11
-    assert torch.equal(labels.unpack(labels.packed), labels.pixels.T.to(torch.int64))  # (L, B * H * W)
-    unpacked = ConceptLabels(seg, category, N_CATEGORIES)
-    unpacked.packed = None  # as when the ids of a pixel need more than 62 bits
+    every = torch.arange(5 * 12 * 12)
+    n_layers = seg.shape[1]
+    assert torch.equal(labels.ids(every), labels.seg.permute(1, 0, 2, 3).reshape(n_layers, -1).to(torch.int64))
+    side_by_side = ConceptLabels(seg, category, N_CATEGORIES)
+    side_by_side.packed = None  # as when the ids of a pixel need more than 62 bits
+    side_by_side.pixels = side_by_side.seg.permute(0, 2, 3, 1).reshape(-1, n_layers)
+    assert torch.equal(side_by_side.ids(every), labels.ids(every))
     maps = torch.from_numpy(rng.normal(size=(5, 4, 4, 4)).astype(np.float32))
     thresholds = torch.from_numpy(np.quantile(maps.numpy(), 0.8, axis=(0, 2, 3)).astype(np.float32))
     packed_counts, row_counts = IoUCounts(4, category, N_CATEGORIES), IoUCounts(4, category, N_CATEGORIES)
     packed_counts.add(maps, thresholds, labels)
-    row_counts.add(maps, thresholds, unpacked)
+    row_counts.add(maps, thresholds, side_by_side)
     assert row_counts.intersection.sum() > 0
     assert torch.equal(packed_counts.intersection, row_counts.intersection)
 
 
-def test_ids_too_wide_to_pack_are_read_per_layer():
+def test_ids_too_wide_to_pack_are_read_side_by_side():
     seg = torch.randint(0, 1200, (2, 6, 4, 4))  # 6 layers of ids up to 1199: 11 bits each, 66 in all
     labels = ConceptLabels(seg, torch.zeros(1199, dtype=torch.int64), 1)
     assert labels.packed is None and labels.pixels.shape == (32, 6)
+    assert torch.equal(labels.ids(torch.arange(32)), labels.seg.permute(1, 0, 2, 3).reshape(6, -1).to(torch.int64))

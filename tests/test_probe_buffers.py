@@ -29,7 +29,7 @@ def test_buffers_make_labels_once_per_probe_and_within_budget():
     buffers.labels(probe, slice(4, 8), make)  # other rows
     buffers.labels(other, slice(0, 4), make)  # another probe: its own labels
     assert len(made) == 3
-    tight = ProbeBuffers(label_bytes=a.pixels.numel() * 4 - 1)  # too small to keep them
+    tight = ProbeBuffers(label_bytes=a.seg.numel() * 4)  # too small for seg and packed ids together
     tight.labels(probe, slice(0, 4), make)
     tight.labels(probe, slice(0, 4), make)
     assert len(made) == 5

@@ -356,12 +356,9 @@ class IoUCounts(_Additive):
         """Intersections: bincount of `unit + label` over active pixels and seg layers
         (unit = k * (P + 1), pixel = flat (image, y, x))."""
         width_p = self.n_concepts + 1
-        if labels.pixels.shape[1] == 0 or pixel.numel() == 0:
+        if labels.seg.shape[1] == 0 or pixel.numel() == 0:
             return
-        if labels.packed is not None:  # one value per pixel holds its L ids
-            pairs = labels.unpack(labels.packed.index_select(0, pixel)) + unit  # (L, n)
-        else:
-            pairs = labels.pixels.index_select(0, pixel).to(unit.dtype) + unit[:, None]  # (n, L)
+        pairs = labels.ids(pixel) + unit  # (L, n)
         both = torch.bincount(pairs.reshape(-1), minlength=self.n_units * width_p)
         self.intersection += both.reshape(self.n_units, width_p)[:, 1:]
 

@@ -18,15 +18,14 @@ __all__ = ["ConceptLabels"]
 
 
 def _distinct_labels(seg: torch.Tensor) -> torch.Tensor:
-    """An int32 copy of seg (B, L, H, W), pixel-major (B, H, W, L), in which a label that an
-    earlier layer already gives the same pixel is zeroed, so that L_c(x) is a set of pixels."""
-    out = torch.empty((seg.shape[0], *seg.shape[2:], seg.shape[1]), dtype=torch.int32, device=seg.device)
-    out.copy_(seg.permute(0, 2, 3, 1))  # (B, H, W, L)
+    """An int32 copy of seg (B, L, H, W) in which a label that an earlier layer already
+    gives the same pixel is zeroed, so that L_c(x) is a set of pixels."""
+    out = seg.to(torch.int32, copy=True)
     for layer in range(1, seg.shape[1]):
-        repeated = out[..., layer] == out[..., 0]
+        repeated = out[:, layer] == out[:, 0]
         for earlier in range(1, layer):
-            repeated |= out[..., layer] == out[..., earlier]
-        out[..., layer].masked_fill_(repeated, 0)
+            repeated |= out[:, layer] == out[:, earlier]
+        out[:, layer].masked_fill_(repeated, 0)
     return out
 
 
@@ -35,12 +34,12 @@ class ConceptLabels:
 
         labels = ConceptLabels(torch.zeros(2, 1, 8, 8, dtype=torch.long), torch.tensor([0, 1]), 2)
         labels.seg, labels.per_image, labels.carried   # (2, 1, 8, 8) int32, (2, 2), (2, 2) bool
-        labels.pixels                                  # (2 * 8 * 8, 1): each pixel's labels side by side
+        labels.ids(torch.tensor([0, 5]))                # (1, 2): the ids of pixels 0 and 5, per layer
 
-    `seg` is a view of `pixels`, which holds the labels of pixel (b, y, x) in row
-    `(b * H + y) * W + x`, so that counting reads one row per active pixel. When the L
-    ids of a pixel fit 62 bits, `packed` (B * H * W,) int64 holds them in one number,
-    layer l at bits `l * bits` (`unpack` recovers them), so that counting reads one value.
+    Counting reads the L ids of each active pixel (b, y, x), flat `(b * H + y) * W + x`:
+    from `packed` (B * H * W,) int64, which holds them in one number (layer l at bits
+    `l * bits`) when they fit 62 bits, else from `pixels` (B * H * W, L), a pixel's ids
+    side by side.
     """
 
     def __init__(self, seg: torch.Tensor, concept_category: torch.Tensor, n_categories: int):
@@ -54,25 +53,30 @@ class ConceptLabels:
             raise ValueError(f"seg ids must be in [0, {n_concepts}] (0 = unlabeled), "
                              f"got [{int(low)}, {int(high)}]")
         device, n_images, width = seg.device, seg.shape[0], n_concepts + 1  # ids 0..P
+        n_layers = seg.shape[1]
         self.concept_category, self.n_categories = concept_category.to(device), n_categories
-        distinct = _distinct_labels(seg)  # (B, H, W, L) int32, a copy
-        self.pixels = distinct.view(n_images * seg.shape[2] * seg.shape[3], seg.shape[1])  # (B * H * W, L)
-        self.seg = distinct.permute(0, 3, 1, 2)  # (B, L, H, W) view
+        self.seg = _distinct_labels(seg)  # (B, L, H, W) int32, a copy
         offsets = torch.arange(n_images, device=device, dtype=torch.int32)[:, None] * width
-        self.per_image = torch.bincount((distinct.view(n_images, -1) + offsets).reshape(-1),
+        self.per_image = torch.bincount((self.seg.reshape(n_images, -1) + offsets).reshape(-1),
                                         minlength=n_images * width).reshape(n_images, width)[:, 1:]  # (B, P)
         carried = torch.zeros(n_images, n_categories, dtype=torch.int64, device=device)
         self.carried = carried.index_add_(1, self.concept_category, self.per_image) > 0  # (B, G)
         self.bits = max(1, n_concepts.bit_length())  # per id 0..P
-        self.packed = None
-        if 0 < seg.shape[1] * self.bits <= 62:
-            self.packed = torch.zeros(self.pixels.shape[0], dtype=torch.int64, device=device)
-            for layer in range(seg.shape[1]):
-                self.packed |= self.pixels[:, layer].to(torch.int64) << (layer * self.bits)
+        self.packed = self.pixels = None
+        if n_layers * self.bits <= 62:
+            self.packed = torch.zeros(seg.shape[0], *seg.shape[2:], dtype=torch.int64, device=device)  # (B, H, W)
+            for layer in range(n_layers):
+                self.packed |= self.seg[:, layer].to(torch.int64) << (layer * self.bits)
+            self.packed = self.packed.view(-1)
+        else:
+            self.pixels = self.seg.permute(0, 2, 3, 1).reshape(-1, n_layers)  # (B * H * W, L), a copy
 
-    def unpack(self, codes: torch.Tensor) -> torch.Tensor:
-        """(L, n) the ids of `packed` values codes (n,)."""
-        shifts = torch.arange(self.pixels.shape[1], device=codes.device, dtype=codes.dtype) * self.bits
+    def ids(self, pixel: torch.Tensor) -> torch.Tensor:
+        """(L, n) int64: the ids of pixels `pixel` (n,) (flat (b, y, x)) in each layer."""
+        if self.packed is None:
+            return self.pixels.index_select(0, pixel).T.to(torch.int64)
+        codes = self.packed.index_select(0, pixel)  # (n,)
+        shifts = torch.arange(self.seg.shape[1], device=codes.device, dtype=codes.dtype) * self.bits
         return (codes[None, :] >> shifts[:, None]) & ((1 << self.bits) - 1)
 
     def matches(self, concept_category: torch.Tensor, n_categories: int) -> bool:
