@@ -146,10 +146,10 @@ def unit_responses(output: Any, layer: str, with_max: bool = True):
             f"layer {layer!r} has output shape {tuple(x.shape)}; supported shapes are "
             "[B, K, H, W] (conv), [B, K] (linear) and [B, T, K] (tokens)"
         )
-    return _nan_if_not_finite(mean), (None if top is None else _nan_if_not_finite(top))
+    return nan_if_not_finite(mean), (None if top is None else nan_if_not_finite(top))
 
 
-def _nan_if_not_finite(x: torch.Tensor) -> torch.Tensor:
+def nan_if_not_finite(x: torch.Tensor) -> torch.Tensor:
     """NaN where `x` is NaN or +-Inf (elementwise, no device sync)."""
     return x.masked_fill(~torch.isfinite(x), float("nan"))
 

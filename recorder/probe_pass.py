@@ -25,7 +25,7 @@ from recorder.accumulators import ClassSums, Floor, ImageResponses, Predictions
 from recorder.dissect.labels import ConceptLabels
 from recorder.dissect.layer import LayerDissection
 from recorder.distributed import agree, rank_and_world
-from recorder.hooks import FailingModule, LayerHooks, unit_responses
+from recorder.hooks import FailingModule, LayerHooks, nan_if_not_finite, unit_responses
 from recorder.probe_buffers import ProbeBuffers
 
 
@@ -65,13 +65,14 @@ def default_predict(output) -> torch.Tensor:
 
 
 class _Capture:
-    """Hook callback keeping the responses per batch; copies the maps of conv layers into
-    `targets`, set before each forward (name -> (B, K, h, w) float32 view)."""
+    """Hook callback keeping the responses per batch. The maps of conv layers are copied
+    into `targets`, set before each forward (name -> (B, K, h, w) maps and (B, K, h) row
+    maxima, float32 views), their row maxima computed there and the spatial max from them."""
 
     def __init__(self, device: torch.device, shapes: dict[str, tuple]):
         self.device = device  # of the accumulators: a layer of a model split over devices may differ
         self.shapes = shapes
-        self.targets: dict[str, torch.Tensor] = {}
+        self.targets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.batch: dict[str, tuple] = {}
 
     def __call__(self, name: str, output) -> None:
@@ -80,20 +81,22 @@ class _Capture:
                 f"layer {name!r} ran more than once in one forward pass; record a module "
                 "that is called once per forward"
             )
-        mean, spatial_max = unit_responses(output, name)
+        maps, row_max = self.targets.get(name, (None, None))
+        mean, spatial_max = unit_responses(output, name, with_max=maps is None)
         if mean.shape[1] != self.shapes[name][0]:
             raise ValueError(f"layer {name!r} has {mean.shape[1]} units now but "
                              f"{self.shapes[name][0]} when the run started")
-        if mean.device != self.device:
-            mean, spatial_max = mean.to(self.device), spatial_max.to(self.device)
-        maps = self.targets.get(name)
         if maps is not None:
             if tuple(output.shape[1:]) != tuple(maps.shape[1:]):
                 raise ValueError(f"layer {name!r} has maps of shape {tuple(output.shape[1:])} now but "
                                  f"{tuple(maps.shape[1:])} when the run started")
             # a copy: a later in-place op (ReLU(inplace=True)) must not change the kept maps
             maps.copy_(output.detach())
-        self.batch[name] = (mean, spatial_max, maps)  # maps (B, K, h, w) or None
+            torch.amax(maps, 3, out=row_max)  # (B, K, h), NaN where a row has one
+            spatial_max = nan_if_not_finite(row_max.amax(2))  # as unit_responses' max
+        if mean.device != self.device:
+            mean, spatial_max = mean.to(self.device), spatial_max.to(self.device)
+        self.batch[name] = (mean, spatial_max, maps, row_max)
 
     def take(self, layers: Sequence[str]) -> dict[str, tuple]:
         missing = [name for name in layers if name not in self.batch]
@@ -201,14 +204,16 @@ def run_probe_pass(
     cached = with_iou and map_bytes <= cache_bytes
     buffers = buffers if buffers is not None else ProbeBuffers()
     rows_held = stop - start if cached else min(batch_size, stop - start)
-    store = {name: buffers.take(name, (rows_held, *shapes[name]), device) for name in map_layers}
-    row_max: dict[str, torch.Tensor] = {}  # cached: each layer's row maxima (N, K, h)
+    store = {name: (buffers.take(name, (rows_held, *shapes[name]), device),  # maps (N, K, h, w)
+                    buffers.take(name + " row max", (rows_held, *shapes[name][:2]), device))  # (N, K, h)
+             for name in map_layers}
     capture = _Capture(torch.device(device), shapes)
     show = progress and rank == 0
 
-    def held_maps(rows: slice) -> dict[str, torch.Tensor]:
-        first = rows.start - start if cached else 0
-        return {name: store[name][first:first + rows.stop - rows.start] for name in map_layers}
+    def held_maps(rows: slice) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Each conv layer's maps and row maxima of images `rows`: views of the buffers."""
+        held = slice(rows.start - start, rows.stop - start) if cached else slice(0, rows.stop - rows.start)
+        return {name: (maps[held], row_max[held]) for name, (maps, row_max) in store.items()}
 
     def forward(rows: slice):
         images = probe.batch(range(rows.start, rows.stop)).to(device, non_blocking=True)
@@ -220,19 +225,17 @@ def run_probe_pass(
         for rows in tqdm(batches, desc=description, delay=1.0, leave=False, disable=not show):
             output, responses = forward(rows)
             for name in layers:
-                mean, spatial_max, maps = responses[name]
+                mean, spatial_max, maps, row_max = responses[name]
                 per_image[name].add(rows, mean, spatial_max)
                 if name in dissections and not cached:
-                    dissections[name].observe(rows.start, mean, spatial_max, maps)
+                    dissections[name].observe(rows.start, mean, spatial_max, maps, row_max)
             predicted = predict(output)
             predicted = torch.where((predicted >= 0) & (predicted < len(probe.classes)), predicted, -1)
             preds.add(rows, predicted)
         if cached:  # the whole shard at once: one guessed floor and one selection per layer
             for name, dissection in dissections.items():
-                shard = per_image[name]
-                row_max[name] = store[name].amax(3)  # (N, K, h): filters thresholds and IoU alike
-                dissection.observe(start, shard.mean[start:stop], shard.max[start:stop], store[name],
-                                   row_max[name])
+                shard, (maps, row_max) = per_image[name], store[name]
+                dissection.observe(start, shard.mean[start:stop], shard.max[start:stop], maps, row_max)
 
     def labels_of(rows: slice) -> ConceptLabels:
         def make():
@@ -248,11 +251,13 @@ def run_probe_pass(
             size = max(batch_size, LABEL_GROUP_BYTES // (4 * int(np.prod(layers_h_w))))
             groups = [slice(first, min(first + size, stop)) for first in range(start, stop, size)]
         for rows in tqdm(groups, desc=description + " (IoU)", delay=1.0, leave=False, disable=not show):
-            maps = held_maps(rows) if cached else {name: forward(rows)[1][name][2] for name in map_layers}
+            if not cached:
+                forward(rows)  # refills the one batch's buffers
+            maps = held_maps(rows)
             labels = labels_of(rows)
             for name, dissection in dissections.items():
-                rows_max = row_max[name][rows.start - start:rows.stop - start] if cached else None
-                dissection.count(maps[name], labels, rows_max)
+                layer_maps, row_max = maps[name]
+                dissection.count(layer_maps, labels, row_max)
 
     with LayerHooks(model, layers, capture):
         _local(pass_one, f"in the {description}", device)  # every rank, before the collectives

@@ -127,8 +127,13 @@ def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows:
     band_max = torch.maximum(row_max, row_max.index_select(1, rows.high))  # (n, h)
     band = (~(band_max <= lowest[:, None]) & (rows.end > rows.start)).reshape(-1).nonzero()[:, 0]
     flat_rows = maps.reshape(n * h, w)
-    second = band + rows.high.index_select(0, band % h) - band % h  # row i+1 of band i
-    pair = torch.maximum(flat_rows.index_select(0, band), flat_rows.index_select(0, second))  # (bands, w)
+    band_row = band % h
+    second = band + rows.high.index_select(0, band_row) - band_row  # row i+1 of band i
+    upper, lower = flat_rows.index_select(0, band), flat_rows.index_select(0, second)  # (bands, w)
+    # the band's first and last output rows, at the input columns: a cell's outputs lie between
+    first_y, last_y = (y.index_select(0, band_row).to(maps.dtype)[:, None]
+                       for y in (rows.first_weight, rows.last_weight))
+    pair = torch.maximum(torch.lerp(upper, lower, first_y), torch.lerp(upper, lower, last_y))  # (bands, w)
     corner_max = torch.maximum(pair, pair.index_select(1, cols.high))  # (bands, w)
     which, band_j = ((corner_max > lowest.index_select(0, band // h)[:, None])
                      & (cols.end > cols.start)).nonzero(as_tuple=True)
