@@ -112,6 +112,24 @@ def activation_after(model: nn.Module, name: str) -> str | None:
     return None
 
 
+def signed_layer_note(model: nn.Module, name: str, smallest: float) -> str:
+    """What to tell a user whose layer `name` responded below 0 (`smallest`): which rule its
+    selectivity follows now, and what to record for Morcos' rule on responses >= 0."""
+    leaves = [n for n, module in model.named_modules() if n and not list(module.children())]
+    after = activation_after(model, name)
+    if after:
+        hint = f"record {after!r}, the activation after it"
+    elif leaves and name == leaves[-1]:  # the last module registered: the output layer, as a rule
+        hint = "nothing: these are the model's outputs (logits), for which the signed rule is meant"
+    else:
+        hint = ("if a functional activation follows it (e.g. F.relu), make it a module (nn.ReLU()) "
+                "and record that module")
+    return (f"tuneline: layer {name!r} is signed (smallest probe response {smallest:.3g} < 0, as before a "
+            f"ReLU, in BatchNorm, logits or tokens): its selectivity is measured above each unit's smallest "
+            f"response, and a unit is dead only when constant. For Morcos' selectivity on responses >= 0, "
+            f"{hint}.")
+
+
 def unit_responses(output: Any, layer: str, with_max: bool = True):
     """Reduce one layer output to per-unit responses per image.
 

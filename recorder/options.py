@@ -20,7 +20,7 @@ import torch
 from recorder.occlusion.settings import occlusion_problems
 from recorder.schema import TOPK_BY
 
-__all__ = ["RecorderOptions"]
+__all__ = ["RecorderOptions", "as_step"]
 
 
 def _is_int(value, minimum: int) -> bool:
@@ -132,3 +132,12 @@ class RecorderOptions:
             raise ValueError(f"{owner}: {problems[0]}")
         if problems:
             raise ValueError(f"{len(problems)} invalid {owner} arguments:\n  " + "\n  ".join(problems))
+
+
+def as_step(step, what: str) -> int:
+    """`step` as an int (a one-element tensor is fine); a TypeError, naming `what`, for anything else."""
+    if isinstance(step, torch.Tensor) and step.numel() == 1:
+        step = step.item()
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"{what} got step={step!r}; steps are integers")
+    return int(step)

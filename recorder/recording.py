@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import sys
 import time
@@ -23,15 +22,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from recorder.accumulators import ClassSums, Floor
-from recorder.distributed import agree, all_ranks_ok, all_reduce, rank_and_world
-from recorder.hooks import LayerHooks, activation_after, resolve_layers, unit_responses
+from recorder.distributed import agree, all_ranks_ok, rank_and_world
+from recorder.hooks import resolve_layers, signed_layer_note
 from recorder.probe_buffers import ProbeBuffers
 from recorder.probe_pass import (default_predict, layer_shapes, observation_mode, probe_row_arrays,
                                  run_probe_pass, topk_max_index, topk_mean_row_arrays, topk_row_arrays)
 from recorder.occlusion.rows import OcclusionRows
 from recorder.occlusion.settings import OcclusionSettings
-from recorder.options import RecorderOptions
+from recorder.online import OnlineWindow
+from recorder.options import RecorderOptions, as_step
 from recorder.store import RunWriter
 from recorder.store.scalars import check_scalars
 
@@ -64,14 +63,6 @@ def _caller_stacklevel() -> int:
     while frame is not None and os.path.dirname(frame.f_code.co_filename) == here:
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _as_step(step, what: str) -> int:
-    if isinstance(step, torch.Tensor) and step.numel() == 1:
-        step = step.item()
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-        raise TypeError(f"{what} got step={step!r}; steps are integers")
-    return int(step)
 
 
 class Recorder:
@@ -150,10 +141,7 @@ class Recorder:
         self._writer: RunWriter | None = None
         self._last_row_step: int | None = None
         self._last_step_seen: int | None = None
-        self._window: dict[str, ClassSums] | None = None
-        self._floors: dict[str, Floor] = {}  # each unit's smallest training response in the window
-        self._train_hits = torch.zeros(2, dtype=torch.int64, device=self.device)  # (correct, seen)
-        self._pending: dict[str, list[torch.Tensor]] = {name: [] for name in self.layers}
+        self._online = OnlineWindow(self.classes, self.layers, self.device)
         self._epoch = math.nan
         self._closed = False
         self._warned_not_finite: set[str] = set()
@@ -175,12 +163,8 @@ class Recorder:
                 (probe.channels, *probe.image_size), self.topk)
             self._set_units({name: self.shapes[name][0] for name in self.layers})  # in the order given
         self._probe_buffers = ProbeBuffers()  # conv maps and concept labels, reused from row to row
-        self._hooks = None
-        self._trained_forwards = 0  # training forwards of the model since the last step()
-        self._forward_hook = None
         if online and self.classes:
-            self._hooks = LayerHooks(self.model, self.layers, self._on_train_output)
-            self._forward_hook = self.model.register_forward_pre_hook(self._on_train_forward)
+            self._online.attach(self.model)
         elif online and self.rank == 0:
             warnings.warn("Recorder: online per-class sums are off: the probe has no classes and no "
                           "classes= was given; pass classes=[...] (the names of the training labels) "
@@ -191,8 +175,7 @@ class Recorder:
     def _set_units(self, units: dict[str, int]) -> None:
         self.units = units
         if self.classes:
-            self._window = {name: ClassSums(len(self.classes), k, self.device) for name, k in units.items()}
-            self._floors = {name: Floor(k, self.device) for name, k in units.items()}
+            self._online.open(units)
         self._open_writer()
 
     def _open_writer(self) -> None:
@@ -219,65 +202,14 @@ class Recorder:
 
     # ---------------------------------------------------------------- online
 
-    def _on_train_output(self, name: str, output) -> None:
-        if torch.is_grad_enabled() and not self._closed:
-            self._pending[name].append(unit_responses(output, name, with_max=False)[0])
-
     def discard_pending(self) -> None:
         """Forget the training responses seen since the last step() (e.g. a replayed batch)."""
-        self._take_pending()
-
-    def _on_train_forward(self, module, inputs) -> None:
-        if torch.is_grad_enabled():
-            self._trained_forwards += 1
-
-    def _take_pending(self) -> dict[str, torch.Tensor | None]:
-        self._trained_forwards_taken, self._trained_forwards = self._trained_forwards, 0
-        taken = {name: (torch.cat(parts) if parts else None) for name, parts in self._pending.items()}
-        for parts in self._pending.values():
-            parts.clear()
-        return taken
-
-    def _add_window(self, responses: dict, labels, logits) -> None:
-        labels = torch.as_tensor(labels)
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise TypeError(f"step() got labels of dtype {labels.dtype}; labels are integer class ids "
-                            f"in [0, {len(self.classes)}) (e.g. y.long()), not scores or one-hot rows")
-        labels = labels.to(self.device).long().reshape(-1)
-        bad = (labels < 0) | (labels >= len(self.classes))
-        if bool(bad.any()):
-            first = int(bad.nonzero()[0])
-            raise ValueError(
-                f"labels[{first}] = {int(labels[first])} is outside the class range "
-                f"[0, {len(self.classes)}) of classes {self.classes}")
-        if not self._trained_forwards_taken:
-            raise ValueError("step() was called with labels but the model ran no training forward since "
-                             "the previous step(); call step() once per batch, after model(x) (with "
-                             "gradients enabled)")
-        for name in self.layers:
-            batch = responses[name]
-            if batch is None:
-                raise ValueError(
-                    f"layer {name!r} was not called in a training forward pass since the last "
-                    "step(); record layers that the model's forward uses")
-            if batch.shape[0] != labels.shape[0]:
-                raise ValueError(
-                    f"layer {name!r} saw {batch.shape[0]} training images since the last step() "
-                    f"but labels has {labels.shape[0]}; call step() once per training batch")
-        if self.units is None:
-            self._set_units({name: int(responses[name].shape[1]) for name in self.layers})
-        for name in self.layers:
-            self._window[name].add(responses[name], labels)
-            self._floors[name].add(responses[name])
-        if logits is not None:
-            logits = logits.detach()
-            self._train_hits[0] += (logits.argmax(1).to(self.device) == labels).sum()
-            self._train_hits[1] += labels.shape[0]
+        self._online.take()
 
     def step(self, step: int, labels=None, logits=None, *, epoch: float | None = None,
              metrics: dict[str, float] | None = None) -> None:
         """After a training step: add the batch to the online window; probe pass when due."""
-        step = _as_step(step, "step()")
+        step = as_step(step, "step()")
         if self._last_step_seen is not None and step <= self._last_step_seen:
             raise ValueError(f"step() got step {step}, not after the previous step {self._last_step_seen}; "
                              "steps must increase")
@@ -285,9 +217,12 @@ class Recorder:
             raise ValueError(f"step() got step {step}, not after the last recorded step {self._last_row_step} "
                              f"of the run at {self.store_path!r}; steps must increase (resume training "
                              "after that step, or record into a new store)")
-        responses = self._take_pending()
+        responses = self._online.take()
         if labels is not None and self.online and self.classes:
-            self._add_window(responses, labels, logits)
+            labels = self._online.check(responses, labels)
+            if self.units is None:  # no probe: the first batch tells the units
+                self._set_units({name: int(responses[name].shape[1]) for name in self.layers})
+            self._online.add(responses, labels, logits)
         if epoch is not None:
             self._epoch = float(epoch)
         first = self._last_step_seen is None and self._last_row_step is None  # resumed: keep the grid
@@ -313,7 +248,7 @@ class Recorder:
                 raise ValueError("log_metrics() before any step() or record(): pass step=, the training "
                                  "step the values belong to")
             step = max(known)
-        step = _as_step(step, "log_metrics()")
+        step = as_step(step, "log_metrics()")
         if self.rank != 0 or not values:
             return
         if self._writer is None:
@@ -325,7 +260,7 @@ class Recorder:
 
     def record(self, step: int, *, epoch: float | None = None, metrics: dict[str, float] | None = None) -> None:
         """Write one row now: a probe pass plus the online window since the last row."""
-        step = _as_step(step, "record()")
+        step = as_step(step, "record()")
         if self._last_row_step is not None and step <= self._last_row_step:
             raise ValueError(f"record() got step {step}, not after the last recorded step "
                              f"{self._last_row_step}; steps must increase")
@@ -338,13 +273,13 @@ class Recorder:
         row_metrics = {}
         if self.probe is not None:
             self._probe_rows(step, layers, row_metrics)
-        with_window = self._window is not None and self.online
+        with_window = self._online.is_open and self.online
         if with_window:
-            self._window_rows(layers, row_metrics)
+            self._online.row_arrays(layers, row_metrics, self.rank)
         row_metrics.update(metrics or {})
         self._write(step, layers, row_metrics)
         if with_window and self.rank == 0:  # written: rank 0 starts a new window too
-            self._reset_window()
+            self._online.reset()
         self._last_row_step = step
 
     def _follow_model(self) -> None:
@@ -352,9 +287,7 @@ class Recorder:
         device = self._device or _model_device(self.model)
         if device != self.device:
             self.device = device
-            for window in (*(self._window or {}).values(), *self._floors.values()):
-                window.to_(device)
-            self._train_hits = self._train_hits.to(device)
+            self._online.to_(device)
 
     def _probe_rows(self, step: int, layers: dict, row_metrics: dict) -> None:
         with observation_mode(self.model):
@@ -396,46 +329,7 @@ class Recorder:
             if name in self._noted_signed or floor is None or not bool((floor < 0).any()):
                 continue
             self._noted_signed.add(name)
-            after = activation_after(self.model, name)
-            if after:
-                hint = f"record {after!r}, the activation after it"
-            elif name == self._output_module:
-                hint = "nothing: these are the model's outputs (logits), for which the signed rule is meant"
-            else:
-                hint = ("if a functional activation follows it (e.g. F.relu), make it a module (nn.ReLU()) "
-                        "and record that module")
-            print(f"tuneline: layer {name!r} is signed (smallest probe response {float(np.nanmin(floor)):.3g} "
-                  f"< 0, as before a ReLU, in BatchNorm, logits or tokens): its selectivity is measured above "
-                  f"each unit's smallest response, and a unit is dead only when constant. For Morcos' "
-                  f"selectivity on responses >= 0, {hint}.", file=sys.stderr, flush=True)
-
-    @property
-    def _output_module(self) -> str | None:
-        """The name of the last module registered in the model (its output layer, as a rule)."""
-        names = [name for name, module in self.model.named_modules() if name and not list(module.children())]
-        return names[-1] if names else None
-
-    def _window_rows(self, layers: dict, row_metrics: dict) -> None:
-        """The online window's arrays (rank 0). Rank 0 keeps the merged sums until its row
-        is written, so that a failed write loses no training responses; the others restart."""
-        for window in (*self._window.values(), *self._floors.values()):
-            window.all_reduce()
-        all_reduce([self._train_hits])
-        if self.rank == 0:
-            for name, window in self._window.items():
-                layers[name]["train_sum"] = window.sum.cpu().numpy().astype(np.float32)
-                layers[name]["train_count"] = window.count.cpu().numpy().copy()
-                layers[name]["train_min"] = self._floors[name].values().cpu().numpy()
-            correct, seen = (int(v) for v in self._train_hits)
-            if seen:
-                row_metrics["train_accuracy"] = correct / seen
-        else:
-            self._reset_window()
-
-    def _reset_window(self) -> None:
-        for window in (*self._window.values(), *self._floors.values()):
-            window.reset()
-        self._train_hits.zero_()
+            print(signed_layer_note(self.model, name, float(np.nanmin(floor))), file=sys.stderr, flush=True)
 
     def _warn_not_finite(self, step: int, layers: dict) -> None:
         """One RuntimeWarning per layer, the first time its row holds NaN from NaN/Inf activations."""
@@ -496,11 +390,7 @@ class Recorder:
     def _remove_hooks(self) -> None:
         self._closed = True
         self._probe_buffers = ProbeBuffers()  # the memory goes back
-        if self._hooks is not None:
-            self._hooks.close()
-        if self._forward_hook is not None:
-            self._forward_hook.remove()
-            self._forward_hook = None
+        self._online.detach()
 
     def __enter__(self) -> Recorder:
         return self

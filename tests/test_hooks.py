@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from recorder.hooks import LayerHooks, UnknownLayerError, activation_after, resolve_layers, unit_responses
+from recorder.hooks import (LayerHooks, UnknownLayerError, activation_after, resolve_layers, signed_layer_note,
+                            unit_responses)
 
 
 def small_net():
@@ -136,3 +137,20 @@ def test_activation_after_names_the_module_registered_next():
     block = nn.Sequential(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)), nn.GELU())
     assert activation_after(block, "0") == "1"  # the block's own children are skipped
     assert activation_after(block, "0.0") is None  # BatchNorm follows
+
+
+def test_signed_layer_note_names_what_to_record():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
+    assert "record '1', the activation after it" in signed_layer_note(net, "0", -0.5)
+    assert "-0.5 < 0" in signed_layer_note(net, "0", -0.5)
+    assert "nothing: these are the model's outputs (logits)" in signed_layer_note(net, "3", -1.0)
+    assert "make it a module (nn.ReLU())" in signed_layer_note(Functional(), "conv", -0.1)
