@@ -3,8 +3,9 @@
     from recorder.probe import ProbeSet
     probe = ProbeSet.from_h5("probe.h5")     # or from_dataset(ds, classes), from_broden(root)
 
-`probeset` holds `ProbeSet`; `h5` and `broden` are file-format readers that return
-plain arrays, from which `ProbeSet` builds itself.
+`probeset` holds `ProbeSet`; `h5`, `broden` and `dataset` (any dataset of
+`(image, label)` pairs) are readers that return plain arrays, from which `ProbeSet`
+builds itself.
 """
 
 from recorder.probe.probeset import ProbeSet, normalize_concepts

@@ -364,37 +364,11 @@ class ProbeSet(torch.utils.data.Dataset):
         Images may be float tensors `[C, H, W]` (kept as model inputs; `mean`/`std`
         describe the normalization the dataset applied) or PIL images / uint8 HWC or
         HW arrays (kept as pixels, normalized with `mean`/`std`; gray stays 1 channel).
+        See `recorder.probe.dataset`.
         """
-        images, labels, kind, shape = [], [], None, None
-        for i, item in enumerate(ds):
-            if limit is not None and i >= limit:
-                break
-            if not isinstance(item, (tuple, list)) or len(item) != 2:
-                raise ValueError(
-                    f"dataset item {i} is not an (image, label) pair: got {type(item).__name__}"
-                    + (f" of length {len(item)}" if isinstance(item, (tuple, list)) else "")
-                )
-            img, label = item
-            img_kind, img = _dataset_image(img, i)
-            if kind is None:
-                kind, shape = img_kind, img.shape
-            elif img_kind != kind or img.shape != shape:
-                raise ValueError(
-                    f"dataset item {i} has a {img_kind} image of shape {tuple(img.shape)}, but "
-                    f"item 0 has a {kind} image of shape {tuple(shape)}; all must match"
-                )
-            images.append(img)
-            labels.append(_dataset_label(label, i))
-        if not images:
-            raise ValueError("probe is empty: the dataset yielded no items")
-        return cls(
-            torch.stack(images),
-            np.asarray(labels, dtype=np.int64),
-            classes,
-            mean=mean,
-            std=std,
-            source=f"dataset:{type(ds).__name__}",
-        )
+        from recorder.probe.dataset import read_dataset
+
+        return cls(classes=classes, mean=mean, std=std, **read_dataset(ds, limit))
 
     def to_h5(self, path) -> None:
         """Write the probe as HDF5 (see `recorder.probe.h5` for the format)."""
@@ -428,28 +402,3 @@ def _as_rgb(x: torch.Tensor) -> torch.Tensor:
         return x[:, :3]
     gray = x if c == 1 else x.float().mean(1, keepdim=True).round().to(torch.uint8)
     return gray.expand(-1, 3, -1, -1)
-
-
-def _dataset_image(img, i: int) -> tuple[str, torch.Tensor]:
-    """('float', [C, H, W] float32) or ('uint8', [H, W, C] uint8) for one dataset image."""
-    if hasattr(img, "convert") and hasattr(img, "mode"):  # PIL image: gray stays gray
-        img = np.asarray(img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"))
-    t = _as_tensor(img)
-    if t.is_floating_point() and t.ndim == 3:
-        return "float", t.to(torch.float32)
-    if t.dtype == torch.uint8 and t.ndim == 2:
-        return "uint8", t[..., None]
-    if t.dtype == torch.uint8 and t.ndim == 3:
-        return "uint8", t
-    raise ValueError(
-        f"dataset item {i} has an image of shape {tuple(t.shape)} ({t.dtype}); expected a "
-        "float tensor [C, H, W], a PIL image or a uint8 array [H, W, C] or [H, W]"
-    )
-
-
-def _dataset_label(label, i: int) -> int:
-    if isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point():
-        return int(label.item())
-    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-        return int(label)
-    raise ValueError(f"dataset item {i} has label {label!r}; expected an int")
