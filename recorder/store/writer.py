@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from recorder.schema import LAYER_ARRAYS, PROBE_ARRAYS, ROOT_ARRAYS, ArraySpec
+from recorder.schema import PROBE_ARRAYS, ROOT_ARRAYS, ArraySpec
 from recorder.store.attrs import differences, jsonable, new_attrs
 from recorder.store.location import Location
 from recorder.store.reader import RECORD, NotARunError, damaged, read_root_attrs
+from recorder.store.rows import check_layer_rows
 from recorder.store.scalars import append_scalars, check_scalars, trim_scalars
 
 __all__ = ["RunMismatchError", "RunWriter", "StoreWriteError"]
@@ -43,7 +44,6 @@ __all__ = ["RunMismatchError", "RunWriter", "StoreWriteError"]
 _INT_FILL = {"count_true": 0, "count_pred": 0, "train_count": 0, "topk_index": -1, "topk_mean_index": -1,
              "step": -1, "labels": -1}
 # Dimensions whose length the run fixes (other dims, e.g. topk_map's y/x, are set by the first row).
-_FIXED_DIMS = ("class", "unit", "concept", "rank")
 _THUMB_CHUNK = 64  # probe images per chunk of probe/thumbs
 # Arrays worth compressing (zstd): activation maps are mostly zeros after a ReLU. Class
 # sums of floats hardly compress.
@@ -326,46 +326,6 @@ class RunWriter:
                              f"{self._last_step} of the run at '{self.location}'")
         return int(step)
 
-    def _expected_shape(self, layer: str, key: str, spec: ArraySpec, value: np.ndarray) -> tuple:
-        arr = self._arrays.get(key)
-        if arr is not None:
-            return tuple(arr.shape[1:])
-        sizes = {"class": len(self._classes), "unit": self._units[layer],
-                 "concept": self._n_concepts, "rank": self._topk}
-        dims = spec.dims[1:]
-        if value.ndim != len(dims):
-            return tuple(sizes.get(d, "?") for d in dims)
-        return tuple(sizes[d] if d in _FIXED_DIMS else value.shape[i] for i, d in enumerate(dims))
-
-    def _check_layers(self, layers: dict) -> list[tuple[str, ArraySpec, np.ndarray]]:
-        """Validate a row's layer arrays (names, completeness, shapes) into (key, spec, value)."""
-        if not isinstance(layers, dict):
-            raise ValueError(f"layers must be a dict of layer name -> {{array name: array}}, got {type(layers)}")
-        unknown = [name for name in layers if name not in self._units]
-        if unknown:
-            raise ValueError(f"unknown layers {unknown}: the run's layers are {list(self._units)}")
-        items = []
-        for layer in self._units:
-            given = layers.get(layer, {})
-            if not isinstance(given, dict):
-                raise ValueError(f"layer {layer!r} must map array names to arrays, got {type(given).__name__}")
-            bad = [a for a in given if a not in LAYER_ARRAYS]
-            if bad:
-                raise ValueError(f"unknown arrays {bad} for layer {layer!r}; valid names: {list(LAYER_ARRAYS)}")
-            prefix = f"layers/{layer}/"
-            missing = [k[len(prefix):] for k in self._arrays if k.startswith(prefix) and k[len(prefix):] not in given]
-            if missing:
-                raise ValueError(f"layer {layer!r} is missing arrays {missing} in this row: rows must be complete")
-            for name, value in given.items():
-                spec, key = LAYER_ARRAYS[name], prefix + name
-                value = np.asarray(value)
-                expected = self._expected_shape(layer, key, spec, value)
-                if value.shape != expected:
-                    raise ValueError(f"array {name!r} of layer {layer!r} has row shape {value.shape}, "
-                                     f"expected {expected} ({', '.join(spec.dims[1:])})")
-                items.append((key, spec, value.astype(spec.dtype, copy=False)))
-        return items
-
     def append(self, step: int, *, epoch: float = math.nan, wall_time: float | None = None,
                metrics: dict[str, float] | None = None,
                layers: dict[str, dict[str, np.ndarray]] | None = None) -> None:
@@ -377,7 +337,8 @@ class RunWriter:
         """
         self._check_open()
         step = self._check_step(step)
-        rows = self._check_layers(layers or {})
+        rows = check_layer_rows(layers or {}, self._units, self._arrays, {
+            "class": len(self._classes), "concept": self._n_concepts, "rank": self._topk})
         metrics = check_scalars(metrics or {})
         try:
             epoch, wall_time = float(epoch), time.time() if wall_time is None else float(wall_time)
