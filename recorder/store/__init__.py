@@ -7,7 +7,8 @@
                         layers={"fc": 16}, probe={...})  # create or resume, then append
 
 Layout and contract: DESIGN.md, "Run store". Reading lives in `reader` (`Run`) and
-`layer` (`LayerRecord`), writing in `writer` (`RunWriter`), paths and URLs in
+`layer` (`LayerRecord`), writing in `writer` (`RunWriter`, rows checked by `rows`),
+finding a run and checking its root attributes in `root`, paths and URLs in
 `location`; this module is the public entry point and must not import torch.
 """
 
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from recorder.store.layer import LayerRecord
 from recorder.store.location import Location
-from recorder.store.reader import RECORD, NotARunError, Run, read_root_attrs, resolve_zarr_location
+from recorder.store.reader import Run
+from recorder.store.root import RECORD, NotARunError, read_root_attrs, resolve_zarr_location
 from recorder.store.writer import RunMismatchError, RunWriter, StoreWriteError
 
 __all__ = ["RECORD", "LayerRecord", "NotARunError", "Run", "RunMismatchError", "RunStore", "RunWriter",

@@ -25,6 +25,7 @@ import zarr
 from recorder.schema import ADDED_OCCLUSION_ARRAYS, LAYER_ARRAYS
 from recorder.store.attrs import jsonable
 from recorder.store.location import Location
+from recorder.store.root import resolve_zarr_location
 
 __all__ = ["GROUP", "AddedOcclusion", "added_entries", "merged_array"]
 
@@ -49,8 +50,6 @@ class AddedOcclusion:
 
     @classmethod
     def open(cls, where: str | os.PathLike, storage_options: dict | None = None) -> AddedOcclusion:
-        from recorder.store.reader import resolve_zarr_location  # the reader imports this module
-
         return cls(resolve_zarr_location(where, storage_options))
 
     def _layer_group(self, layer: str) -> zarr.Group | None:

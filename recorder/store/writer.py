@@ -34,7 +34,7 @@ import zarr
 from recorder.schema import PROBE_ARRAYS, ROOT_ARRAYS, ArraySpec
 from recorder.store.attrs import differences, jsonable, new_attrs
 from recorder.store.location import Location
-from recorder.store.reader import RECORD, NotARunError, damaged, read_root_attrs
+from recorder.store.root import RECORD, NotARunError, damaged, read_root_attrs
 from recorder.store.rows import check_layer_rows
 from recorder.store.scalars import append_scalars, check_scalars, trim_scalars
 
