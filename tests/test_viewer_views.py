@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 from plotly.io.json import to_json_plotly
 import pytest
 
