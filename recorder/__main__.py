@@ -4,6 +4,7 @@
     $ python -m recorder info s3://bucket/runs/baseline     # any fsspec URL
     $ python -m recorder export runs/demo/baseline baseline.h5
     $ python -m recorder occlude runs/demo/baseline --layers conv3,conv4 --every 5
+    $ python -m recorder occlude runs/demo/baseline --layers conv3 --units conv3:0-15
 
 `occlude` adds occlusion maps and receptive fields to a finished local run from its
 checkpoints (see `recorder.occlusion.after`: the model and probe are rebuilt by the
@@ -110,18 +111,40 @@ def _occlude_parser(sub) -> None:
     occlude.add_argument("--stride", type=int, help="occluder stride in input pixels (default: the layer's, else 4)")
     occlude.add_argument("--fill", help="zero, mean or noise (default: the layer's, else mean)")
     occlude.add_argument("--measure", help="mean, max or peak (default: the layer's, else peak)")
+    occlude.add_argument("--units", action="append", metavar="LAYER:UNITS",
+                         help="only these units of a layer, e.g. conv3:0-15,40 (repeat for more layers; "
+                         "default: every unit)")
     occlude.add_argument("--builder", help="module:function (config dict -> (model, probe)); default: the "
                          "run config's 'builder'")
     occlude.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def _layer_units(spec: str) -> tuple[str, list[int]]:
+    """Parse LAYER:UNITS, e.g. `conv3:0-3,40` -> ("conv3", [0, 1, 2, 3, 40]) (ranges inclusive)."""
+    layer, sep, listed = spec.rpartition(":")
+    try:
+        if not sep or not layer or not listed:
+            raise ValueError
+        units = []
+        for part in listed.split(","):
+            first, dash, last = part.strip().partition("-")
+            units += list(range(int(first), int(last) + 1)) if dash else [int(first)]
+        if not units or min(units) < 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--units given an invalid value: {spec!r}; expected LAYER:UNITS with unit indices "
+                         "and inclusive ranges, e.g. conv3:0-15,40") from None
+    return layer, sorted(set(units))
 
 
 def _occlude(args) -> None:
     from recorder.occlusion.after import occlude_run  # imports torch
 
     layers = [name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None
+    units = dict(_layer_units(spec) for spec in args.units) if args.units else None
     done = occlude_run(args.run, layers=layers, every=args.every, patch=args.patch, stride=args.stride,
-                       fill=args.fill, measure=args.measure, builder=args.builder, device=args.device,
-                       log=lambda line: print(line, flush=True))
+                       fill=args.fill, measure=args.measure, units=units, builder=args.builder,
+                       device=args.device, log=lambda line: print(line, flush=True))
     print(f"occluded {len(done)} checkpoint(s)" if done else "nothing to occlude: every chosen row with a "
           "checkpoint has occlusion already")
 

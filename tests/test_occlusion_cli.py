@@ -98,6 +98,10 @@ def test_occlude_every_other_row_and_the_added_group_survives_a_resume(runs, tmp
     (["--every", "0"], ["every", "0", ">= 1"]),
     (["--builder", "nowhere:build"], ["builder 'nowhere:build' cannot be loaded"]),
     (["--builder", "training.rebuild"], ["'module:function'"]),
+    (["--units", "conv2"], ["--units", "'conv2'", "LAYER:UNITS"]),
+    (["--units", "conv2:a-3"], ["--units", "'conv2:a-3'", "conv3:0-15,40"]),
+    (["--units", "conv2:99"], ["units [99]", "'conv2'", "8 units (valid: 0..7)"]),
+    (["--layers", "conv1", "--units", "conv2:0"], ["units given for layer 'conv2'", "not occluded"]),
 ])
 def test_bad_occlude_arguments_are_named(runs, tmp_path, capsys, args, words):
     run_dir = _copy(runs / "every2", tmp_path / "every2")
@@ -115,3 +119,15 @@ def test_a_run_whose_config_names_no_builder_needs_one(runs, tmp_path, capsys):
     assert main(["occlude", str(run_dir), "--layers", "conv2"]) == 2
     assert "--builder" in capsys.readouterr().err
     assert main(["occlude", str(run_dir), "--layers", "conv2", "--builder", "training.rebuild:model_and_probe"]) == 0
+
+
+def test_occlude_some_units_leaves_the_others_nan(runs, tmp_path, capsys):
+    run_dir = _copy(runs / "plain", tmp_path / "plain")
+    assert main(["occlude", str(run_dir), "--layers", "conv2", "--units", "conv2:0,2-3", "--patch", "4",
+                 "--stride", "4"]) == 0
+    added, live = RunStore.open(run_dir).layer("conv2"), RunStore.open(runs / "every1").layer("conv2")
+    for array in ("occlusion", "rf", "rf_size"):
+        got, want = getattr(added, array).astype(np.float32), getattr(live, array).astype(np.float32)
+        np.testing.assert_allclose(got[:, [0, 2, 3]], want[:, [0, 2, 3]], rtol=1e-3, atol=1e-4, err_msg=array)
+        assert np.isnan(got[:, 1]).all(), array
+

@@ -15,7 +15,8 @@ rows) and whose layer has no occlusion yet is occluded with the row's stored top
 images, by the same computation as a Recorder's rows (`occlusion_arrays`), and
 stored in `occlusion/<layer>/` keyed by step: committed rows are never rewritten.
 Settings default to the layer's recorded ones (else the Recorder's defaults);
-other settings than the layer already has are refused.
+other settings than the layer already has are refused. `units=` limits a layer to
+some of its units; a row once occluded (for any units) is not occluded again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -107,11 +108,14 @@ def _settings(run: Run, layer: str, given: dict, every: int) -> OcclusionSetting
 
 def occlude_run(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = None, every: int = 1,
                 patch: int | None = None, stride: int | None = None, fill: str | None = None,
-                measure: str | None = None, builder: str | None = None, device: str = "cpu",
-                batch_size: int = 256, log: Callable[[str], None] | None = None) -> list[tuple[int, list[str]]]:
+                measure: str | None = None, units: Mapping[str, Sequence[int]] | None = None,
+                builder: str | None = None, device: str = "cpu", batch_size: int = 256,
+                log: Callable[[str], None] | None = None) -> list[tuple[int, list[str]]]:
     """Add occlusion to the checkpoints of the run at `run_dir` (see the module docstring).
 
-    Returns `(step, layers occluded)` for each checkpoint occluded now.
+    `units` ({layer: [unit indices]}) occludes only those units of a layer (the others'
+    rows stay NaN), as `Recorder(occlusion=dict(units=...))` does. Returns `(step, layers
+    occluded)` for each checkpoint occluded now.
     """
     run = Run.open(run_dir)
     if run.path is None:
@@ -122,7 +126,7 @@ def occlude_run(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
     spec, model, probe = rebuild_model_and_probe(run, builder)
     model = model.to(device)
     shapes = layer_shapes(model, probe, run.layers, torch.device(device))
-    given = {"layers": list(layers) if layers is not None else None, "every": every,
+    given = {"layers": list(layers) if layers is not None else None, "every": every, "units": units,
              **{key: value for key, value in settings_given.items() if value is not None}}
     problems = occlusion_problems(given, tuple(probe.image_size))
     problems = problems or layer_problems(OcclusionSettings.of(given), run.layers, shapes)
@@ -150,8 +154,9 @@ def occlude_run(run_dir: str | os.PathLike, *, layers: Sequence[str] | None = No
             groups.setdefault(settings[name], []).append(name)
         for setting, names in groups.items():
             index = {name: torch.as_tensor(run.layer(name).row("topk_index", t), dtype=torch.int64) for name in names}
-            arrays = occlusion_arrays(model, probe, index, setting, rf, None, image_size=tuple(probe.image_size),
-                                      batch_size=batch_size)
+            chosen_units = {name: torch.as_tensor(units[name]) for name in names if name in (units or {})}
+            arrays = occlusion_arrays(model, probe, index, setting, rf, chosen_units,
+                                      image_size=tuple(probe.image_size), batch_size=batch_size)
             for name in names:
                 writer.append(name, step, {key: value.numpy() for key, value in arrays[name].items()},
                               {key: getattr(setting, key) for key in _KEYS}, rf[name].to_dict())
