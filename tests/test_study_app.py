@@ -32,3 +32,4 @@ def test_no_study_routes_without_a_database(tmp_path, monkeypatch):
     client = create_app(tmp_path, warm=False).server.test_client()
     reply = client.get("/study/api/studies")  # Dash's page shell answers unknown paths; no study route does
     assert reply.mimetype != "application/json" and b"researcher's token" not in reply.data
+    assert b"nav-studies" not in client.get("/_dash-layout").data  # no link to a studies page

@@ -52,7 +52,8 @@ def main(argv=None) -> None:
     studies = server.config.get("TUNELINE_STUDY_DB") if server is not None else None
     if studies is not None:  # participants are served: every other page needs the researcher's token
         print(f"tuneline viewer: studies on; researcher link (open once per browser): "
-              f"http://{args.host}:{args.port}/?token={studies.researcher_token}", file=sys.stderr, flush=True)
+              f"http://{args.host}:{args.port}/?token={studies.researcher_token}; studies page: "
+              f"http://{args.host}:{args.port}/study/", file=sys.stderr, flush=True)
     app.run(host=args.host, port=args.port, debug=args.debug)
 
 

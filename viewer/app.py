@@ -49,19 +49,21 @@ def _not_served(exc: DependencyException):
     return "Not found: the viewer serves only the scripts of its own page.", 404
 
 
-def create_app(root: str | os.PathLike, *, warm: bool = True, storage_options: dict | None = None) -> dash.Dash:
+def create_app(root: str | os.PathLike, *, warm: bool = True, storage_options: dict | None = None,
+               studies: str | os.PathLike | None = None) -> dash.Dash:
     """A Dash app serving the runs below folder or URL `root` (which may be empty or not exist yet).
 
-    `storage_options` go to the run store for a URL root (endpoint, credentials, ...)."""
+    `storage_options` go to the run store for a URL root (endpoint, credentials, ...); `studies`
+    names the study database (default: the environment's TUNELINE_STUDIES, if any)."""
     registry = Registry(root, storage_options=storage_options)
     app = dash.Dash(
         __name__, title="tuneline", assets_folder=str(ASSETS), suppress_callback_exceptions=True,
         update_title=None, serve_locally=True)
-    app.layout = app_shell(registry.root)
+    studies = study.register(app, registry, db_path=studies)  # /study/... routes when a database is named
+    app.layout = app_shell(registry.root, studies=studies is not None)
     app.server.config["TUNELINE_REGISTRY"] = registry
     app.server.register_error_handler(DependencyException, _not_served)
     callbacks.register(app, registry)
-    study.register(app, registry)  # /study/... routes when TUNELINE_STUDIES names a database
     if warm:
         threading.Thread(target=_warm, args=(registry,), name="tuneline-warm", daemon=True).start()
     return app

@@ -64,8 +64,9 @@ def empty_page(text: str) -> html.Div:
     return html.Div([message(text, "warn"), dcc.Interval(id=ID.empty_live, interval=2000)])
 
 
-def app_shell(root_label: str) -> html.Div:
-    """The frame of every page: header with navigation, the page slot, the live poll."""
+def app_shell(root_label: str, studies: bool = False) -> html.Div:
+    """The frame of every page: header with navigation (and the studies page when studies are
+    served), the page slot, the live poll."""
     return html.Div([
         dcc.Location(id=ID.url, refresh="callback-nav"),
         dcc.Store(id=ID.route),
@@ -73,7 +74,8 @@ def app_shell(root_label: str) -> html.Div:
             html.Div([html.Span("tuneline", className="tl-logo"),
                       html.Span("watch units become tuned", className="tl-tagline")], className="tl-brand"),
             html.Nav([dcc.Link("Layer map", href="/", className="tl-nav", id="nav-map"),
-                      dcc.Link("Compare runs", href="/compare", className="tl-nav", id="nav-compare")]),
+                      dcc.Link("Compare runs", href="/compare", className="tl-nav", id="nav-compare"),
+                      *([html.A("Studies", href="/study/", className="tl-nav", id="nav-studies")] if studies else [])]),
             html.Div(root_label, className="tl-root", title="served folder"),
         ], className="tl-header"),
         html.Main(id=ID.page, className="tl-page"),

@@ -34,9 +34,22 @@ def register(app, registry, db_path=None):
             raise ValueError(f"run given an invalid value: {run_id!r}: {exc}") from exc
         return StudySource.open(run.path if run.path is not None else run.location)
 
+    def runs() -> list[dict]:
+        """The readable runs with their layers of spatial maps and recorded steps, for the studies page."""
+        out = []
+        for entry in registry.entries():
+            try:
+                run = registry.run(entry.id)
+            except Exception:  # noqa: BLE001 - an unreadable run is not offered
+                continue
+            layers = [name for name in run.layers if run.layer(name).has("topk_map")]  # maps: conv layers
+            if layers:
+                out.append({"id": entry.id, "layers": layers, "steps": [int(s) for s in run.steps]})
+        return out
+
     from viewer.study.gate import install
 
-    db = add_routes(app.server, path, sources=sources)
+    db = add_routes(app.server, path, sources=sources, runs=runs)
     install(app.server, db.researcher_token)
     app.server.config["TUNELINE_STUDY_DB"] = db
     return db

@@ -95,14 +95,10 @@ def serve(args) -> None:
     if args.runs:
         from viewer.app import create_app
 
-        from viewer import study
-
-        app = create_app(args.runs)
-        server = app.server
-        if "tuneline_study" not in server.blueprints:
-            study.register(app, server.config["TUNELINE_REGISTRY"], db_path=args.db)
-        print(f"researcher: http://{args.host}:{args.port}/?token={server.config['TUNELINE_STUDY_DB'].researcher_token}",
-              file=sys.stderr, flush=True)
+        server = create_app(args.runs, studies=args.db).server
+        token = server.config["TUNELINE_STUDY_DB"].researcher_token
+        print(f"researcher: http://{args.host}:{args.port}/?token={token}; studies page: "
+              f"http://{args.host}:{args.port}/study/", file=sys.stderr, flush=True)
     else:
         import flask
 

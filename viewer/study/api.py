@@ -6,7 +6,8 @@
 Participant routes (the link is the secret): `GET /study/p/<token>` (page),
 `GET .../state`, `POST .../answer`, `GET .../image/<name>`. Researcher routes need the
 researcher's token (`Authorization: Bearer <token>`, the cookie a visit with
-`?token=` sets, or `?token=`): `POST
+`?token=` sets, or `?token=`): the studies page `GET /study/` (every study, and a
+form that creates one), `POST
 /study/api/studies` (create; needs `sources`), `GET /study/api/studies`, `GET
 /study/api/studies/<id>/progress`, `.../results`, `.../results.csv`, `POST
 .../participants`, and the page `GET /study/r/<id>`. Refusals are HTTP 4xx with a
@@ -38,10 +39,12 @@ def _json(value, status: int = 200) -> flask.Response:
     return response
 
 
-def register(server: flask.Flask, db_path, sources: Callable | None = None, name: str = "tuneline_study") -> StudyDB:
+def register(server: flask.Flask, db_path, sources: Callable | None = None, name: str = "tuneline_study",
+             runs: Callable[[], list[dict]] | None = None) -> StudyDB:
     """Add the study routes to `server`; returns the `StudyDB` (its `researcher_token` guards researcher routes).
 
-    `sources(run) -> StudySource` resolves a run named in a create request (None: create from the CLI only)."""
+    `sources(run) -> StudySource` resolves a run named in a create request (None: create from the CLI only);
+    `runs()` lists the runs a study may draw from ({id, layers, steps}) for the studies page's form."""
     db = StudyDB(db_path)
     bp = flask.Blueprint(name, __name__, url_prefix="/study")
 
@@ -80,6 +83,15 @@ def register(server: flask.Flask, db_path, sources: Callable | None = None, name
         response = flask.Response(db.image(token, name), mimetype="image/png")
         response.headers["Cache-Control"] = "private, max-age=3600"
         return response
+
+    @bp.get("/")
+    def home():
+        if (refused := researcher()) is not None:
+            return refused
+        from viewer.study.home import home_html
+
+        return flask.Response(home_html(db, runs() if runs else [], creates=sources is not None),
+                              mimetype="text/html")
 
     @bp.post("/api/studies")
     def create():
