@@ -63,13 +63,19 @@ def served(tmp_path_factory):
     server.stop()
 
 
-def test_masks_played_by_mouse_and_keyboard(served):
+def start_playing(served, task: str):
+    """The first participant's page of the `task` study, past its start screen: (db, study, token, page)."""
     db, studies, server, browser = served
-    study = studies["masks"]
+    study = studies[task]
     token = db.participants(study)[0]["token"]
     page = browser.new_page(viewport={"width": 1366, "height": 768})
     page.goto(f"{server.url}/study/p/{token}")
     page.click("#start")
+    return db, study, token, page
+
+
+def test_masks_played_by_mouse_and_keyboard(served):
+    db, study, token, page = start_playing(served, "masks")
     expected = []
     for n in range(4):
         page.wait_for_selector(f"#main[data-item='{n}'] .cell")  # item n painted
@@ -108,12 +114,7 @@ def test_masks_played_by_mouse_and_keyboard(served):
 
 
 def test_pairs_played_with_confidence(served):
-    db, studies, server, browser = served
-    study = studies["pairs"]
-    token = db.participants(study)[0]["token"]
-    page = browser.new_page(viewport={"width": 1366, "height": 768})
-    page.goto(f"{server.url}/study/p/{token}")
-    page.click("#start")
+    db, study, token, page = start_playing(served, "pairs")
     expected = []
     for n in range(5):
         page.wait_for_selector(f"#main[data-item='{n}'] #side-left")  # item n painted
