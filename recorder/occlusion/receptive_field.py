@@ -33,8 +33,7 @@ from torch import nn
 
 from recorder.hooks import resolve_layers
 from recorder.occlusion.grid import grid_shape
-from recorder.occlusion.window import input_dtype_device
-from recorder.probe_pass import observation_mode
+from recorder.occlusion.window import LayerReached, forward_to_layer, input_dtype_device
 
 
 @dataclass(frozen=True)
@@ -134,30 +133,19 @@ def theoretical_rf(model: nn.Module, layer: str, input_size: tuple[int, int, int
                 raise ValueError(f"layer {layer!r} has output {shape}; a receptive field needs a spatial map "
                                  "[B, K, H, W]")
             found.append(lookup(output))
-        raise _Found
+        raise LayerReached
 
+    dtype, device = input_dtype_device(model)
+    x = torch.zeros(1, *input_size, dtype=dtype, device=device)
+    geometry[x.data_ptr()] = _IDENTITY
     handles = [m.register_forward_hook(on_leaf(name)) for name, m in model.named_modules()
                if not any(True for _ in m.children())]
     handles.append(module_of_layer.register_forward_hook(on_layer))
-    try:
-        dtype, device = input_dtype_device(model)
-        x = torch.zeros(1, *input_size, dtype=dtype, device=device)
-        geometry[x.data_ptr()] = _IDENTITY
-        with observation_mode(model):
-            model(x)
-    except _Found:
-        pass
-    finally:
-        for handle in reversed(handles):
-            handle.remove()
+    forward_to_layer(model, x, handles)
     if not found:
         raise ValueError(f"layer {layer!r} was not called during the forward pass")
     size, jump, start = found[0]
     return ReceptiveField(tuple(int(v) for v in size), tuple(int(v) for v in jump), tuple(float(v) for v in start))
-
-
-class _Found(Exception):
-    """Raised from the layer's hook: the rest of the forward is not needed."""
 
 
 def peak_cells(peak: torch.Tensor, rf: ReceptiveField, image_size: tuple[int, int], patch: int,

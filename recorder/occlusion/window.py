@@ -193,8 +193,21 @@ class _Tracer:
         return pre_hook, hook
 
 
-class _Found(Exception):
-    pass
+class LayerReached(Exception):
+    """Raised from a hook on the traced layer: the rest of the forward is not needed."""
+
+
+def forward_to_layer(model: nn.Module, x: torch.Tensor, handles: list) -> None:
+    """One forward of `x` in observation mode, which a hook may stop by raising `LayerReached`;
+    removes the hooks' `handles` afterwards, whatever happens."""
+    try:
+        with observation_mode(model):
+            model(x)
+    except LayerReached:
+        pass
+    finally:
+        for handle in reversed(handles):
+            handle.remove()
 
 
 def trace_window(model: nn.Module, layer: str, input_size: tuple[int, int, int]) -> LayerWindow | None:
@@ -222,26 +235,18 @@ def _trace(model: nn.Module, layer: str, input_size: tuple[int, int, int]) -> La
             tracer.result = tracer.geometry_of(output, f"layer {layer!r}") if spatial \
                 else (f"layer {layer!r} has no spatial map [B, K, H, W]", None)
             tracer.shape = tuple(output.shape) if torch.is_tensor(output) else None  # (1, K, h, w)
-        raise _Found
+        raise LayerReached
 
-    leaves = [(name, m) for name, m in model.named_modules() if not any(True for _ in m.children())]
-    try:
-        for name, module in leaves:
+    dtype, device = input_dtype_device(model)
+    x = torch.rand(1, *input_size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    x = (x - 0.5).to(device=device, dtype=dtype)
+    tracer.add(x, ((0, 1, 1), (0, 1, 1)), ())
+    for name, module in model.named_modules():
+        if not any(True for _ in module.children()):  # a leaf
             pre_hook, hook = tracer.leaf(name)
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(hook))
-        handles.append(target.register_forward_hook(on_layer))
-        dtype, device = input_dtype_device(model)
-        x = torch.rand(1, *input_size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-        x = (x - 0.5).to(device=device, dtype=dtype)
-        tracer.add(x, ((0, 1, 1), (0, 1, 1)), ())
-        with observation_mode(model):
-            model(x)
-    except _Found:
-        pass
-    finally:
-        for handle in reversed(handles):
-            handle.remove()
+            handles += [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(hook)]
+    handles.append(target.register_forward_hook(on_layer))
+    forward_to_layer(model, x, handles)
     if tracer.result is None:
         return f"layer {layer!r} was not called during the forward pass"
     geometry, chain = tracer.result
