@@ -52,7 +52,7 @@ __all__ = [
 # closer, the map is counted with PyTorch's own F.interpolate.
 _ROUNDING = 24 * torch.finfo(torch.float32).eps  # each side errs by <= ~6 eps * that sum
 _CHUNK_PIXELS = 1 << 24  # upsampled pixels per chunk of maps sent to F.interpolate
-_CHUNK_VALUES = 1 << 23  # map values per chunk of the run-length path (whole images)
+_CHUNK_VALUES = 1 << 24  # map values per chunk of the run-length path (whole images)
 METHODS = ("runs", "interpolate")  # IoUCounts(method=...): the same counts, two ways
 
 
