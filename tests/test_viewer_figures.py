@@ -104,5 +104,7 @@ def test_legend_sits_above_the_plot_with_room_for_its_rows():
     rows = figures.legend_rows(["color", "texture", "object", "part", "scene"])
     assert rows >= 2 and margin["t"] >= figures.TITLE_SPACE + figures.LEGEND_ROW * rows
     assert fig["layout"]["height"] - margin["t"] == 200 - figures.TITLE_SPACE  # the plot keeps its height
+    # three layers' names wrap in a chart of half a card (seen in a 1280 px window): two rows reserved
+    assert figures.legend_rows(["conv1", "conv2", "fc"]) == 2
     single = figures.unit_selectivity_figure(STEPS, {"si": [0.1, 0.2, 0.3]})
     assert single["layout"]["showlegend"] is False and single["layout"]["margin"]["t"] == figures.TITLE_SPACE

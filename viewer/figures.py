@@ -22,7 +22,7 @@ FONT = {"family": "Inter, system-ui, -apple-system, 'Segoe UI', sans-serif", "si
 AXIS = {"gridcolor": "#edf0f2", "zeroline": False, "linecolor": "#ced4da", "ticks": "outside",
         "tickcolor": "#ced4da", "ticklen": 3, "automargin": True}
 TITLE_SPACE = 28  # px above the plot for the title
-LEGEND_ROW, LEGEND_ITEM, LEGEND_CHAR, LEGEND_WIDTH = 21, 46, 6.5, 230  # legend sizes in px (generous estimates)
+LEGEND_ROW, LEGEND_ITEM, LEGEND_CHAR, LEGEND_WIDTH = 21, 46, 6.5, 190  # legend sizes in px (generous estimates)
 SPARSE = 24  # series with at most this many points also draw their points
 METRIC_TITLES = {"si": "selectivity index", "entropy": "1 − entropy", "precision": "top-n precision"}
 
