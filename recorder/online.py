@@ -31,9 +31,15 @@ __all__ = ["OnlineWindow"]
 
 
 class OnlineWindow:
-    """The online window of a Recorder: responses pending since the last `take()`, and
-    per class and unit their sums, counts, each unit's smallest response, and the
-    training accuracy from the logits, since the last row."""
+    """The online window of a Recorder: responses pending since the last `take()`, and per
+    class and unit their sums, counts, each unit's smallest response, and the training
+    accuracy from the logits, since the last row.
+
+        window = OnlineWindow(["cat", "dog"], ["conv1"], torch.device("cpu"))
+        window.attach(model); window.open({"conv1": 16})
+        logits = model(x); responses = window.take()          # {"conv1": (B, 16)}
+        window.add(responses, window.check(responses, y), logits)
+    """
 
     def __init__(self, classes: Sequence[str], layers: Sequence[str], device: torch.device):
         self.classes, self.layers, self.device = list(classes), list(layers), device
