@@ -1,6 +1,7 @@
 """Study routes over real HTTP (a server process): no truth leaks, kill -9 loses no acknowledged answer,
 20 concurrent participants, researcher routes need the token, refusals are 4xx with a message."""
 
+import http.client
 import json
 import random
 import sqlite3
@@ -137,7 +138,7 @@ def test_kill_9_loses_no_acknowledged_answer_and_participants_resume(setup):
                 status, _ = post_json(f"{link}/answer", {"item": state["item"]["item"], **choice}, timeout=10)
                 if status == 200:
                     acked[token].append((state["item"]["item"], choice["choice"]))
-        except OSError:
+        except (OSError, http.client.HTTPException):  # e.g. IncompleteRead of a reply cut short
             return  # the server was killed
 
     threads = [threading.Thread(target=answer_forever, args=(t,)) for t in tokens]
