@@ -124,10 +124,11 @@ def test_moving_the_slider_recolors_tiles_in_the_browser(page, url):
     page.keyboard.press("ArrowRight")
     wait_painted(page, t=2)
     assert label(page).startswith("step 200")
-    # the charts' cursors follow, after the map's frame
-    page.wait_for_function("document.querySelector('#map-sel .js-plotly-plot').layout.shapes[0].x0 === 200")
-    page.wait_for_function("document.querySelector('#map-hist .js-plotly-plot').data[0].y.reduce((a, b) => a + b)"
-                           " > 0")
+    # the charts' cursors follow, after the map's frame (a chart not mounted yet is waited for: Dash loads
+    # its graph component lazily, after the map has painted)
+    page.wait_for_function("document.querySelector('#map-sel .js-plotly-plot')?.layout?.shapes?.[0]?.x0 === 200")
+    page.wait_for_function("document.querySelector('#map-hist .js-plotly-plot')?.data?.[0]?.y"
+                           "?.reduce((a, b) => a + b) > 0")
     time.sleep(0.3)
     # recoloring needs no server; only the charts' cursor and nothing else moved (the unit panel is closed)
     assert not [r for r in requests if "map-data" in r]
