@@ -118,3 +118,29 @@ def test_is_run_and_find_on_local_paths_keep_paths(tmp_path):
     assert RunStore.find(tmp_path) == [tmp_path / "a" / "run"]
     assert RunStore.is_run(tmp_path / "a" / "run") and not RunStore.is_run(tmp_path / "a")
     assert StoredFiles(tmp_path / "a").exists("run/record.zarr/zarr.json")
+
+
+def test_a_resumed_writer_removes_what_a_killed_writer_left_half_written(tmp_path):
+    import uuid
+    import warnings
+
+    from recorder.store.location import remove_partial_files
+
+    make_run(tmp_path / "run", n_rows=2)
+    record = tmp_path / "run" / "record.zarr"
+    left = [record / f"zarr.json.{uuid.uuid4().hex}.partial",  # as _put_atomic names its temporary files
+            record / "layers" / "fc" / "sum_true" / f"c.1.0.0.{uuid.uuid4().hex}.partial",
+            record / "layers" / "fc" / "new_array" / f"zarr.json.{uuid.uuid4().hex}.partial"]  # never created
+    left[2].parent.mkdir()
+    for path in left:
+        path.write_bytes(b"{half")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # zarr warns about every object it does not recognize
+        with open_writer(tmp_path / "run") as writer:
+            assert writer.n_committed == 2
+    assert not any(path.exists() for path in left) and not left[2].parent.exists()  # nor its empty folder
+    assert RunStore.open(tmp_path / "run").n_committed == 2
+    kept = tmp_path / "notes.partial"  # not a temporary name of ours: left alone
+    kept.write_bytes(b"")
+    left[0].write_bytes(b"{half")
+    assert remove_partial_files(tmp_path) == 1 and kept.exists() and not left[0].exists()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-__all__ = ["AtomicLocalStore", "Location"]
+__all__ = ["AtomicLocalStore", "Location", "remove_partial_files"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 # Packages that implement the common schemes (fsspec's own hints are used for the rest).
@@ -34,6 +34,25 @@ _BACKENDS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "
              "abfss": "adlfs", "adl": "adlfs", "http": "aiohttp", "https": "aiohttp", "hf": "huggingface_hub"}
 # Listings are never cached: a live run grows while it is read.
 _NO_LISTING_CACHE = {"use_listings_cache": False}
+
+
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")  # the temporary name of a file being written
+
+
+def remove_partial_files(folder: Path) -> int:
+    """Delete the temporary files (`<name>.<uuid hex>.partial`) that a writer killed while
+    writing left below `folder`, and the folders left empty (an array whose metadata was
+    never renamed into place); returns how many files. Called when a writer opens a run:
+    zarr would otherwise warn about each one as an object it does not know."""
+    removed = 0
+    for parent, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            if _PARTIAL.search(name):
+                Path(parent, name).unlink(missing_ok=True)
+                removed += 1
+        if Path(parent) != Path(folder) and not os.listdir(parent):  # no zarr node is empty
+            os.rmdir(parent)
+    return removed
 
 
 def _put_atomic(path: Path, data, exclusive: bool = False) -> None:

@@ -33,7 +33,7 @@ import zarr
 
 from recorder.schema import PROBE_ARRAYS, ROOT_ARRAYS, ArraySpec
 from recorder.store.attrs import differences, jsonable, new_attrs
-from recorder.store.location import Location
+from recorder.store.location import Location, remove_partial_files
 from recorder.store.root import RECORD, NotARunError, damaged, read_root_attrs
 from recorder.store.rows import check_layer_rows
 from recorder.store.scalars import append_scalars, check_scalars, trim_scalars
@@ -162,6 +162,8 @@ class RunWriter:
                 diffs = differences(read_root_attrs(zarr_loc), attrs)
                 if diffs:
                     raise RunMismatchError(f"cannot resume run at '{folder}': " + "; ".join(diffs))
+                if zarr_loc.is_local:  # what a writer killed mid-file left
+                    remove_partial_files(zarr_loc.path)
                 group = zarr.open_group(zarr_loc.zarr_store(read_only=False), mode="r+", zarr_format=3)
             else:
                 if not folder.is_empty() or (folder.is_local and folder.path.exists() and not folder.path.is_dir()):
