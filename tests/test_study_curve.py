@@ -22,10 +22,7 @@ SPEC = {"run": "tiny", "layer": "conv2", "units": [2, 5], "step": 3, "task": "pa
 def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("curve")
     tiny_run(folder / "runs" / "tiny")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TUNELINE_STUDIES", str(folder / "studies.sqlite"))
-    app = create_app(folder / "runs", warm=False)
-    mp.undo()
+    app = create_app(folder / "runs", warm=False, studies=folder / "studies.sqlite")
     db = app.server.config["TUNELINE_STUDY_DB"]
     client = app.server.test_client()
     headers = {"Authorization": f"Bearer {db.researcher_token}"}

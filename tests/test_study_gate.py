@@ -19,10 +19,7 @@ SPEC = {"run": "tiny", "layer": "conv2", "units": [2], "step": 6, "task": "pairs
 def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gate")
     tiny_run(folder / "runs" / "tiny")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TUNELINE_STUDIES", str(folder / "studies.sqlite"))
-    app = create_app(folder / "runs", warm=False)
-    mp.undo()
+    app = create_app(folder / "runs", warm=False, studies=folder / "studies.sqlite")
     token = app.server.config["TUNELINE_STUDY_DB"].researcher_token
     admin = app.server.test_client()
     reply = admin.post("/study/api/studies", json=SPEC, headers={"Authorization": f"Bearer {token}"})

@@ -18,9 +18,8 @@ def runs(tmp_path_factory):
     return root
 
 
-def test_the_page_lists_studies_and_offers_the_runs(runs, tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNELINE_STUDIES", str(tmp_path / "studies.sqlite"))
-    app = create_app(runs / "runs", warm=False)
+def test_the_page_lists_studies_and_offers_the_runs(runs, tmp_path):
+    app = create_app(runs / "runs", warm=False, studies=tmp_path / "studies.sqlite")
     client = app.server.test_client()
     token = StudyDB(tmp_path / "studies.sqlite").researcher_token
     assert client.get("/study/").status_code == 401  # the researcher's page
