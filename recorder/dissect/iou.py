@@ -96,9 +96,9 @@ def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows: _Grid, cols: _Grid,
-          row_max: torch.Tensor | None = None):
-    """Active pixels (upsampled value > T) of maps (n, h, w), as runs along output rows
-    (`row_max`: the maps' row maxima (n, h), when known).
+          row_max: torch.Tensor):
+    """Active pixels (upsampled value > T) of maps (n, h, w) with row maxima `row_max` (n, h),
+    as runs along output rows.
 
     Returns `(map, y, lo, hi, unsure)`: map `map[r]` is active on output row `y[r]` at
     columns `lo[r]:hi[r]` (one run per row and column band, possibly empty), and
@@ -123,7 +123,6 @@ def _runs(maps: torch.Tensor, thresholds: torch.Tensor, tol: torch.Tensor, rows:
     # column read themselves twice); skip the cells whose 4 corners are below T - tol,
     # first by whole row bands (the max of rows i and i+1; NaN: look closer), then by cell
     lowest = thresholds - tol  # (n,)
-    row_max = maps.amax(2) if row_max is None else row_max  # (n, h)
     band_max = torch.maximum(row_max, row_max.index_select(1, rows.high))  # (n, h)
     band = (~(band_max <= lowest[:, None]) & (rows.end > rows.start)).reshape(-1).nonzero()[:, 0]
     flat_rows = maps.reshape(n * h, w)
